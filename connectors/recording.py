@@ -1,0 +1,202 @@
+"""The recorded session format (DESIGN.md): read and validate a session directory.
+
+A directory with ``session.json`` and one audio file per participant, all sharing t = 0, or a bare
+directory of ``<role>-<identity>.wav`` files. Every problem is a ``SessionError`` with a one-line
+message naming the file, so the CLI can print it without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from quantcoach.records import SPEAKER_ROLES, Participant
+
+ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=@-]{0,127}$")
+IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=@-]{0,127}$")
+BARE_FILE = re.compile(r"^(?P<role>[a-z]+)-(?P<identity>.+)\.wav$", re.IGNORECASE)
+
+
+class SessionError(ValueError):
+    """A session directory or one of its files is unusable; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    participant: Participant
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+    @property
+    def end(self) -> float:
+        return self.participant.offset_s + self.duration
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    room: str
+    path: Path
+    tracks: tuple[Track, ...]
+
+    @property
+    def roster(self) -> tuple[Participant, ...]:
+        return tuple(t.participant for t in self.tracks)
+
+    @property
+    def duration(self) -> float:
+        return max(t.end for t in self.tracks)
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(t.duration for t in self.tracks)
+
+
+def load_session(path: str | Path) -> Session:
+    root = Path(path)
+    if not root.exists():
+        raise SessionError(f"{root}: no such directory")
+    if not root.is_dir():
+        raise SessionError(f"{root}: not a directory (a session is a directory with session.json)")
+    manifest = root / "session.json"
+    if manifest.exists():
+        room, entries = _read_manifest(manifest)
+    else:
+        room, entries = _scan_bare(root)
+    tracks: list[Track] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        participant, file = _participant(room, entry, f"{manifest.name} participants[{i}]")
+        if participant.identity in seen:
+            raise SessionError(f"{manifest}: identity {participant.identity!r} appears twice")
+        seen.add(participant.identity)
+        tracks.append(_probe(root, file, participant))
+    return Session(room, root, tuple(tracks))
+
+
+def _read_manifest(manifest: Path) -> tuple[str, list[dict[str, Any]]]:
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SessionError(f"{manifest}: cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise SessionError(f"{manifest}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, dict):
+        raise SessionError(f"{manifest}: must be a JSON object with 'room' and 'participants'")
+    room = data.get("room")
+    if not isinstance(room, str) or not ROOM_NAME.match(room):
+        raise SessionError(
+            f"{manifest}: 'room' must be 1-128 characters of letters, digits and _.:=@- (got {room!r})"
+        )
+    participants = data.get("participants")
+    if not isinstance(participants, list) or not participants:
+        raise SessionError(f"{manifest}: 'participants' must be a non-empty list")
+    if not all(isinstance(p, dict) for p in participants):
+        raise SessionError(f"{manifest}: every entry of 'participants' must be an object")
+    return room, participants
+
+
+def _scan_bare(root: Path) -> tuple[str, list[dict[str, Any]]]:
+    entries = []
+    for f in sorted(root.iterdir()):
+        m = BARE_FILE.match(f.name)
+        if f.is_file() and m:
+            role, identity = m["role"].lower(), m["identity"]
+            entries.append({"identity": identity, "name": identity, "role": role, "file": f.name})
+    if not entries:
+        raise SessionError(f"{root}: no session.json and no <role>-<identity>.wav files")
+    room = re.sub(r"[^A-Za-z0-9_.:=@-]", "-", root.resolve().name).lstrip("-_.:=@") or "session"
+    return room[:128], entries
+
+
+def _participant(room: str, entry: dict[str, Any], where: str) -> tuple[Participant, str]:
+    identity = entry.get("identity")
+    if not isinstance(identity, str) or not IDENTITY.match(identity):
+        raise SessionError(f"{where}: 'identity' must be 1-128 letters, digits or _.:=@- (got {identity!r})")
+    role = entry.get("role")
+    if role not in SPEAKER_ROLES:
+        raise SessionError(f"{where}: unknown role {role!r} (expected one of {', '.join(SPEAKER_ROLES)})")
+    name = entry.get("name", identity)
+    if not isinstance(name, str):
+        raise SessionError(f"{where}: 'name' must be a string")
+    file = entry.get("file")
+    if not isinstance(file, str) or not file:
+        raise SessionError(f"{where}: 'file' must name the participant's audio file")
+    offset = entry.get("offset_s", 0.0)
+    if (
+        isinstance(offset, bool)
+        or not isinstance(offset, int | float)
+        or not math.isfinite(offset)
+        or offset < 0
+    ):
+        raise SessionError(f"{where}: 'offset_s' must be a number >= 0 (got {offset!r})")
+    return Participant(room, identity, name, role, float(offset)), file
+
+
+def _probe(root: Path, file: str, participant: Participant) -> Track:
+    path = (root / file).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise SessionError(f"{root}: audio file {file!r} lies outside the session directory")
+    if not path.is_file():
+        raise SessionError(f"{root / file}: audio file missing (participant {participant.identity})")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise SessionError(f"{root / file}: unreadable audio ({_first_line(exc)})") from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise SessionError(f"{root / file}: empty track (no audio frames)")
+    if info.channels <= 0:
+        raise SessionError(f"{root / file}: no audio channels")
+    return Track(participant, path, int(info.samplerate), int(info.channels), int(info.frames))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class TrackReader:
+    """Reads a track as int16 (frames, channels) blocks, from any frame offset.
+
+    Float files are sanitised (NaN/inf -> 0, clipped to [-1, 1]) before conversion, since libsndfile's
+    own float -> int conversion is undefined for them. A file that turns out truncated stops early
+    with a warning count rather than an exception mid-flow.
+    """
+
+    def __init__(self, track: Track, start_frame: int = 0) -> None:
+        self.track = track
+        try:
+            self._f = sf.SoundFile(str(track.path))
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            raise SessionError(f"{track.path}: unreadable audio ({_first_line(exc)})") from None
+        self.position = min(start_frame, track.frames)
+        if self.position:
+            self._f.seek(self.position)
+        self.bad_samples = 0
+
+    def read(self, frames: int) -> np.ndarray:
+        """Up to ``frames`` frames as int16 (n, channels); an empty array at the end."""
+        try:
+            block = self._f.read(frames, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise SessionError(f"{self.track.path}: read failed at frame {self.position}: {exc}") from None
+        if not np.isfinite(block).all():
+            bad = ~np.isfinite(block)
+            self.bad_samples += int(bad.sum())
+            block = np.where(bad, 0.0, block)
+        self.position += len(block)
+        return (np.clip(block, -1.0, 32767.0 / 32768.0) * 32768.0).round().astype(np.int16)
+
+    def close(self) -> None:
+        self._f.close()

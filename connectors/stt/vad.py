@@ -1,0 +1,163 @@
+"""Streaming voice-activity segmentation with the Silero VAD model that faster-whisper ships.
+
+faster-whisper's own ``get_speech_timestamps`` needs the whole file; a live stream needs utterances
+as they end. This runs the same ONNX model window by window (512 samples at 16 kHz), carrying its
+recurrent state and 64-sample context across calls, and cuts utterances with hysteresis: speech
+starts at ``threshold``, ends after ``min_silence_s`` below ``neg_threshold``. Memory is bounded: only
+audio from the open utterance (plus padding) is kept, so hours of silence cost nothing but CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+WINDOW = 512  # samples per VAD decision (32 ms), what the v5/v6 Silero model expects at 16 kHz
+CONTEXT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class VadParams:
+    threshold: float = 0.5
+    neg_threshold: float = 0.35
+    min_silence_s: float = 0.5  # silence that ends an utterance
+    speech_pad_s: float = 0.2  # audio kept either side of detected speech
+    min_speech_s: float = 0.25  # shorter bursts are dropped (clicks, coughs)
+    max_utterance_s: float = 20.0  # long monologues are cut so transcripts keep flowing
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    start: int  # stream sample index
+    end: int
+    audio: np.ndarray  # float32 mono, samples [start, end)
+
+
+class _SileroSession:
+    """Shared ONNX session (thread-safe ``run``); per-stream state lives in ``StreamingVad``."""
+
+    _instance = None
+
+    @classmethod
+    def get(cls):
+        if cls._instance is None:
+            from faster_whisper.vad import get_vad_model
+
+            cls._instance = get_vad_model().session
+        return cls._instance
+
+
+class StreamingVad:
+    def __init__(self, params: VadParams | None = None) -> None:
+        self.p = params or VadParams()
+        self._session = _SileroSession.get()
+        self._h = np.zeros((1, 1, 128), np.float32)
+        self._c = np.zeros((1, 1, 128), np.float32)
+        self._context = np.zeros(CONTEXT, np.float32)
+        self._pending = np.zeros(0, np.float32)  # < WINDOW samples not yet decided on
+        self._buf = np.zeros(0, np.float32)  # retained audio, starting at sample _buf_start
+        self._buf_start = 0
+        self._decided = 0  # samples covered by VAD decisions
+        self._speech_start: int | None = None
+        self._last_voiced_end = 0
+        self._silence = 0
+        self._prev_end = 0  # end of the last emitted utterance (utterances never overlap)
+        pad = int(self.p.speech_pad_s * SAMPLE_RATE)
+        self._pad = pad
+        self._min_silence = int(self.p.min_silence_s * SAMPLE_RATE)
+        self._min_speech = int(self.p.min_speech_s * SAMPLE_RATE)
+        self._max_utt = int(self.p.max_utterance_s * SAMPLE_RATE)
+
+    @property
+    def position(self) -> int:
+        """Samples received."""
+        return self._buf_start + len(self._buf)
+
+    def settled(self) -> int:
+        """Sample index before which no future utterance will start."""
+        if self._speech_start is not None:
+            return max(self._prev_end, self._speech_start - self._pad)
+        return max(self._prev_end, self._decided - self._pad)
+
+    def push(self, x: np.ndarray) -> list[Utterance]:
+        """Feed float32 mono samples; returns utterances that ended within them."""
+        self._buf = np.concatenate([self._buf, x]) if len(self._buf) else x.astype(np.float32, copy=True)
+        self._pending = np.concatenate([self._pending, x]) if len(self._pending) else x
+        n = len(self._pending) // WINDOW
+        if n == 0:
+            return []
+        windows = self._pending[: n * WINDOW].reshape(n, WINDOW)
+        self._pending = self._pending[n * WINDOW :]
+        probs = self._probs(windows)
+        out: list[Utterance] = []
+        for prob in probs:
+            utt = self._decide(float(prob))
+            if utt:
+                out.append(utt)
+        self._trim()
+        return out
+
+    def finish(self) -> list[Utterance]:
+        """End of stream: decide the remainder (zero-padded) and close an open utterance."""
+        out: list[Utterance] = []
+        if len(self._pending):
+            real = len(self._pending)
+            out.extend(self.push(np.zeros(WINDOW - real, np.float32)))
+        if self._speech_start is not None:
+            utt = self._cut(self._last_voiced_end + self._pad)
+            if utt:
+                out.append(utt)
+        return out
+
+    # -- internals -----------------------------------------------------------------------------------
+    def _probs(self, windows: np.ndarray) -> np.ndarray:
+        ctx = np.concatenate([self._context[None, :], windows[:-1, -CONTEXT:]], axis=0)
+        batch = np.concatenate([ctx, windows], axis=1).astype(np.float32)
+        self._context = windows[-1, -CONTEXT:].copy()
+        probs, self._h, self._c = self._session.run(None, {"input": batch, "h": self._h, "c": self._c})
+        return np.asarray(probs).reshape(-1)
+
+    def _decide(self, prob: float) -> Utterance | None:
+        win_start = self._decided
+        self._decided += WINDOW
+        if self._speech_start is None:
+            if prob >= self.p.threshold:
+                self._speech_start = win_start
+                self._last_voiced_end = self._decided
+                self._silence = 0
+            return None
+        if prob < self.p.neg_threshold:
+            self._silence += WINDOW
+            if self._silence >= self._min_silence:
+                return self._cut(self._last_voiced_end + self._pad)
+        else:
+            self._silence = 0
+            self._last_voiced_end = self._decided
+            if self._decided - self._speech_start >= self._max_utt:
+                utt = self._cut(self._decided, keep_open=True)
+                return utt
+        return None
+
+    def _cut(self, end: int, keep_open: bool = False) -> Utterance | None:
+        assert self._speech_start is not None
+        start = max(self._prev_end, self._speech_start - self._pad, self._buf_start)
+        end = min(end, self.position)
+        voiced = self._last_voiced_end - self._speech_start
+        self._speech_start = end if keep_open else None
+        self._silence = 0
+        if voiced < self._min_speech and not keep_open:
+            return None
+        self._prev_end = end
+        audio = self._buf[start - self._buf_start : end - self._buf_start].copy()
+        return Utterance(start, end, audio)
+
+    def _trim(self) -> None:
+        keep_from = (
+            self._speech_start - self._pad if self._speech_start is not None else self._decided - self._pad
+        )
+        drop = max(0, keep_from - self._buf_start)
+        if drop:
+            self._buf = self._buf[drop:]
+            self._buf_start += drop

@@ -1,0 +1,208 @@
+"""Per-participant transcription over any ``SttEngine`` (the operator knows only the protocol).
+
+Keyed by participant. Audio is pushed without blocking; ready events are drained on every item and
+on notify (``notify_at`` keeps a stream polled while results may still arrive). After each activation
+the step emits a ``ProgressMark``: no final transcript of this participant will start before
+``settled`` media seconds. That is what lets the room's windowing restore media order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bytewax.operators import StatefulLogic
+
+from connectors.stt.protocol import SttEngine, SttError, SttEvent, SttStream
+from quantcoach.records import (
+    AudioChunk,
+    Participant,
+    ParticipantAnnounce,
+    ProgressMark,
+    TrackEnd,
+    Transcript,
+)
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = timedelta(milliseconds=20)
+#: At end of input the step waits this long at most for outstanding results before giving up.
+EOF_DRAIN_TIMEOUT_S = 300.0
+#: A gap in a live track longer than this ends the STT stream and opens a new one at the new time,
+#: instead of feeding the engine minutes of silence.
+MAX_GAP_S = 5.0
+
+
+@dataclass(slots=True)
+class _OpenStream:
+    stream: SttStream
+    base: float  # media time of the stream's sample 0
+    pushed: int = 0  # samples pushed
+
+    @property
+    def position(self) -> float:
+        return self.base + self.pushed / 16_000
+
+
+class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
+    def __init__(self, engine: SttEngine, resume: dict[str, Any] | None = None) -> None:
+        self.key = ""  # room/identity, learnt from the first item (Bytewax builders get no key)
+        self.engine = engine
+        self.participant: Participant | None = None
+        self.current: _OpenStream | None = None
+        self.draining: list[_OpenStream] = []  # ended streams still owing results
+        self.seq = resume["seq"] if resume else 0
+        self.position = resume["position"] if resume else 0.0
+        self.failed = False
+        self.ended = False
+        self._last_mark: tuple[float, float] | None = None
+
+    # -- Bytewax hooks -----------------------------------------------------------------------------
+    def on_item(self, value: Any) -> tuple[list[Any], bool]:
+        out: list[Any] = []
+        if isinstance(value, ParticipantAnnounce):
+            self.participant = value.participant
+            self.key = value.participant.key
+            self.failed = self.ended = False
+            self._last_mark = None
+            self.position = max(self.position, value.participant.offset_s)
+            out.append(value)
+        elif isinstance(value, AudioChunk):
+            if not self.failed:
+                self._push(value)
+        elif isinstance(value, TrackEnd):
+            self.ended = True
+            self._end_current()
+            self.position = max(self.position, value.at)
+        else:
+            log.warning("%s: dropping unexpected item of type %s", self.key, type(value).__name__)
+        out.extend(self._drain())
+        return out, StatefulLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        return self._drain(), StatefulLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Any], bool]:
+        # Bounded input is exhausted and no notify will come after this: wait for the engine here.
+        self.ended = True
+        self._end_current()
+        out: list[Any] = []
+        deadline = time.monotonic() + EOF_DRAIN_TIMEOUT_S
+        while self.draining and time.monotonic() < deadline:
+            out.extend(self._drain())
+            if self.draining:
+                time.sleep(0.005)
+        if self.draining:
+            log.error(
+                "%s: STT results still outstanding after %.0f s; giving up", self.key, EOF_DRAIN_TIMEOUT_S
+            )
+            self._close_all()
+        out.extend(self._drain())
+        return out, StatefulLogic.DISCARD
+
+    def notify_at(self) -> datetime | None:
+        if self.current is not None or self.draining:
+            return datetime.now(UTC) + POLL_INTERVAL
+        return None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"seq": self.seq, "position": self.position}
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _push(self, chunk: AudioChunk) -> None:
+        if self.current is not None and chunk.start - self.current.position > MAX_GAP_S:
+            self._end_current()
+        if self.current is None:
+            self.current = _OpenStream(self.engine.stream(self.key), chunk.start)
+        samples = chunk.samples if chunk.samples.ndim == 1 else chunk.samples[:, 0]
+        try:
+            self.current.stream.push_audio(samples)
+        except SttError as exc:
+            self._fail(exc)
+            return
+        self.current.pushed += len(samples)
+        self.position = max(self.position, self.current.position)
+
+    def _end_current(self) -> None:
+        if self.current is not None:
+            try:
+                self.current.stream.end_input()
+            except SttError as exc:
+                self._fail(exc)
+                return
+            self.draining.append(self.current)
+            self.current = None
+
+    def _drain(self) -> list[Any]:
+        out: list[Any] = []
+        for s in [*self.draining, *([self.current] if self.current else [])]:
+            try:
+                events = s.stream.poll()
+            except SttError as exc:
+                self._fail(exc)
+                break
+            out.extend(self._transcript(s, e) for e in events)
+        self.draining = [s for s in self.draining if not s.stream.done]
+        mark = self._mark()
+        if mark is not None:
+            out.append(mark)
+        return out
+
+    def _transcript(self, s: _OpenStream, e: SttEvent) -> Transcript:
+        p = self.participant
+        assert p is not None, "audio before the participant's announce"
+        final = e.kind == "final"
+        uid = f"{p.room}:{p.identity}:{self.seq}"
+        if final:
+            self.seq += 1
+        return Transcript(
+            room=p.room,
+            participant=p.identity,
+            speaker=p.role,
+            name=p.name,
+            utterance_id=uid,
+            text=e.text,
+            is_final=final,
+            start=s.base + e.start,
+            end=s.base + e.end,
+            engine=self.engine.name,
+        )
+
+    def _mark(self) -> ProgressMark | None:
+        if self.participant is None:
+            return None
+        open_streams = [*self.draining, *([self.current] if self.current else [])]
+        if self.failed or (self.ended and not open_streams):
+            settled = math.inf  # nothing more will come from this track
+        elif open_streams:
+            settled = min(s.base + s.stream.settled() for s in open_streams)
+        else:
+            settled = self.position  # announced, no audio yet: held at its start
+        position = math.inf if math.isinf(settled) else self.position
+        if (settled, position) == self._last_mark:
+            return None
+        self._last_mark = (settled, position)
+        return ProgressMark(self.participant.room, self.participant.identity, settled, position)
+
+    def _fail(self, exc: SttError) -> None:
+        log.error("%s: speech-to-text failed, skipping this participant: %s", self.key, exc)
+        self.failed = True
+        self._close_all()
+
+    def _close_all(self) -> None:
+        for s in [*self.draining, *([self.current] if self.current else [])]:
+            s.stream.close()
+        self.draining = []
+        self.current = None
+
+
+def transcribe_builder(engine_factory: Callable[[], SttEngine]) -> Callable[[Any], TranscribeLogic]:
+    def build(resume: Any) -> TranscribeLogic:
+        return TranscribeLogic(engine_factory(), resume)
+
+    return build

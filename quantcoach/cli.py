@@ -1,0 +1,224 @@
+"""The ``quantcoach`` command: replay, flow (live), web, tail, store.
+
+The only module of ``quantcoach/`` that imports flows, connectors and web: it wires them together.
+Bad input ends with a one-line ``error: ...`` on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from quantcoach.settings import Settings, SettingsError
+
+log = logging.getLogger("quantcoach")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        _setup_logging(settings.log_level)
+        return int(args.run(args, settings) or 0)
+    except (UsageError, SettingsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+# --- replay ---------------------------------------------------------------------------------------------
+def _speed(value: str) -> float | None:
+    if value == "max":
+        return None
+    if value == "realtime":
+        return 1.0
+    try:
+        factor = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be max, realtime or a positive factor such as 4") from None
+    if not math.isfinite(factor) or factor <= 0:
+        raise argparse.ArgumentTypeError("must be max, realtime or a positive factor such as 4")
+    return factor
+
+
+def _positive(kind: type) -> Any:
+    def parse(value: str) -> Any:
+        try:
+            v = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}") from None
+        if not (isinstance(v, int) or math.isfinite(v)) or v <= 0:
+            raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}")
+        return v
+
+    return parse
+
+
+def _non_negative_float(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number >= 0") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError("must be a number >= 0")
+    return v
+
+
+def expand_sessions(paths: list[str]) -> list[Path]:
+    """Session directories from the arguments; a folder holding session folders expands to them."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        subs = sorted(d for d in p.iterdir() if d.is_dir()) if p.is_dir() else []
+        is_session = (p / "session.json").exists() or any(p.glob("*.wav")) if p.is_dir() else False
+        if p.is_dir() and not is_session and any((d / "session.json").exists() for d in subs):
+            out.extend(d for d in subs if (d / "session.json").exists())
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from bytewax.run import cli_main
+
+    from connectors.jsonl_sink import JsonlSink
+    from connectors.recording import SessionError, load_session
+    from connectors.replay_source import ReplaySource
+    from connectors.stt import engine_for
+    from connectors.stt.protocol import SttError
+    from connectors.terminal_sink import TerminalSink, TerminalView
+    from flows.interview import FlowSinks, build_flow
+
+    overrides = {
+        k: v
+        for k, v in {
+            "window_s": args.window_s,
+            "overlap_s": args.overlap_s,
+            "min_transcripts": args.min_transcripts,
+            "stt_engine": args.stt,
+        }.items()
+        if v is not None
+    }
+    try:
+        settings = settings.with_(**overrides)
+    except SettingsError as exc:
+        raise UsageError(str(exc).split(" ", 1)[1] if " " in str(exc) else str(exc)) from None
+    try:
+        sessions = [load_session(p) for p in expand_sessions(args.sessions)]
+    except (SessionError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    if len({s.room for s in sessions}) != len(sessions):
+        raise UsageError("two sessions share a room name; room names must be unique in one replay")
+
+    out_root = Path(args.out) if args.out else None
+
+    def out_dir(room: str) -> Path:
+        if out_root is None:
+            return Path("out") / room
+        return out_root if len(sessions) == 1 else out_root / room
+
+    for s in sessions:
+        for name in ("transcripts.jsonl", "windows.jsonl"):
+            (out_dir(s.room) / name).unlink(missing_ok=True)
+
+    try:
+        engine = engine_for(settings)
+    except SttError as exc:
+        raise UsageError(str(exc)) from None
+
+    sinks = FlowSinks(
+        transcripts=[JsonlSink(lambda room: out_dir(room) / "transcripts.jsonl")],
+        windows=[JsonlSink(lambda room: out_dir(room) / "windows.jsonl")],
+    )
+    sinks.transcripts.extend(_extra_sinks(args, settings, "transcripts"))
+    sinks.windows.extend(_extra_sinks(args, settings, "windows"))
+
+    total = sum(s.audio_seconds for s in sessions)
+    ends = {t.participant.key: t.end for s in sessions for t in s.tracks}
+    view = TerminalView(total, ends)
+    view.set_offsets({t.participant.key: t.participant.offset_s for s in sessions for t in s.tracks})
+    if not args.quiet:
+        sinks.events.append(TerminalSink(view))
+
+    source = ReplaySource(sessions, settings.chunk_ms, args.speed)
+    flow = build_flow(settings, source, sinks, lambda: engine)
+    started = time.perf_counter()
+    try:
+        if args.quiet:
+            cli_main(flow, workers_per_process=args.workers)
+        else:
+            with view:
+                cli_main(flow, workers_per_process=args.workers)
+    except Exception as exc:  # a flow error arrives wrapped by Bytewax; show its root cause in one line
+        log.debug("flow failed", exc_info=True)
+        print(f"error: replay failed: {_root_cause(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        engine.close()
+    wall = time.perf_counter() - started
+    rooms = ", ".join(str(out_dir(s.room)) for s in sessions)
+    print(
+        f"replayed {len(sessions)} session(s), {total:.1f} s of audio in {wall:.1f} s "
+        f"({total / wall if wall else 0:.1f}x real time); records in {rooms}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _extra_sinks(args: argparse.Namespace, settings: Settings, kind: str) -> list[Any]:
+    """Kafka and store sinks, when asked for (wired as those connectors land)."""
+    return []
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+# --- parser ---------------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantcoach", description="QuantCoach interview pipeline")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("replay", help="replay recorded sessions through the flow")
+    p.add_argument(
+        "sessions", nargs="+", metavar="SESSION_DIR", help="session directories (or a folder of them)"
+    )
+    p.add_argument("--out", help="output directory (default out/<room>/)")
+    p.add_argument("--speed", type=_speed, default=None, help="max (default), realtime, or a factor")
+    p.add_argument("--stt", choices=["whisper", "elevenlabs", "noop"], help="STT engine (default STT_ENGINE)")
+    p.add_argument("--window-s", type=_positive(float), help="window length in media seconds (20)")
+    p.add_argument("--overlap-s", type=_non_negative_float, help="context carried into the next window (10)")
+    p.add_argument(
+        "--min-transcripts", type=_positive(int), help="new transcripts before a speaker change (2)"
+    )
+    p.add_argument("--workers", type=_positive(int), default=1, help="Bytewax worker threads (1)")
+    p.add_argument("--quiet", action="store_true", help="no transcripts or progress on the terminal")
+    p.set_defaults(run=cmd_replay)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
