@@ -78,9 +78,10 @@ def load_session(path: str | Path) -> Session:
     tracks: list[Track] = []
     seen: set[str] = set()
     for i, entry in enumerate(entries):
-        participant, file = _participant(room, entry, f"{manifest.name} participants[{i}]")
+        where = f"{manifest} participants[{i}]" if manifest.exists() else str(root / entry["file"])
+        participant, file = _participant(room, entry, where)
         if participant.identity in seen:
-            raise SessionError(f"{manifest}: identity {participant.identity!r} appears twice")
+            raise SessionError(f"{where}: identity {participant.identity!r} appears twice")
         seen.add(participant.identity)
         tracks.append(_probe(root, file, participant))
     return Session(room, root, tuple(tracks))
@@ -163,15 +164,17 @@ def _probe(root: Path, file: str, participant: Participant) -> Track:
 
 
 def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # libsndfile's own reason (e.g. "Malformed 'fmt ' chunk."), not the generic "Error opening '<path>'"
+    text = (getattr(exc, "error_string", "") or str(exc)).strip()
+    return text.splitlines()[0] if text else "format not recognised"
 
 
 class TrackReader:
     """Reads a track as int16 (frames, channels) blocks, from any frame offset.
 
     Float files are sanitised (NaN/inf -> 0, clipped to [-1, 1]) before conversion, since libsndfile's
-    own float -> int conversion is undefined for them. A file that turns out truncated stops early
-    with a warning count rather than an exception mid-flow.
+    own float -> int conversion is undefined for them. A file that turns out truncated or corrupt
+    mid-way stops early (``failed`` says why) rather than raising mid-flow.
     """
 
     def __init__(self, track: Track, start_frame: int = 0) -> None:
@@ -184,13 +187,18 @@ class TrackReader:
         if self.position:
             self._f.seek(self.position)
         self.bad_samples = 0
+        self.failed = ""  # libsndfile's reason when the data broke off before the declared end
 
     def read(self, frames: int) -> np.ndarray:
         """Up to ``frames`` frames as int16 (n, channels); an empty array at the end."""
+        if self.failed:
+            return np.zeros((0, self.track.channels), np.int16)
         try:
             block = self._f.read(frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
-            raise SessionError(f"{self.track.path}: read failed at frame {self.position}: {exc}") from None
+            # corrupt or truncated data (e.g. a cut FLAC "lost sync"): keep what was read, end here
+            self.failed = _first_line(exc)
+            return np.zeros((0, self.track.channels), np.int16)
         if not np.isfinite(block).all():
             bad = ~np.isfinite(block)
             self.bad_samples += int(bad.sum())

@@ -53,7 +53,9 @@ class _TrackPartition(StatefulSourcePartition[Any, int]):
         self._roster = session.roster
         self._frames_per_chunk = max(1, track.sample_rate * chunk_ms // 1000)
         self._speed = speed
-        self._wall0 = datetime.now(UTC)
+        # Pacing origin: media time 0 is "now"; a resumed track continues from its position at once.
+        resumed_at = (track.participant.offset_s + start / track.sample_rate) if start else 0.0
+        self._wall0 = datetime.now(UTC) - timedelta(seconds=resumed_at / speed if speed else 0.0)
         self._announced = False
         self._ended = False
 
@@ -97,8 +99,9 @@ class _TrackPartition(StatefulSourcePartition[Any, int]):
             log.warning("%s: %d NaN/inf samples replaced by silence", t.path, self._reader.bad_samples)
         if self._reader.position < t.frames:
             log.warning(
-                "%s: file ends at frame %d of the %d its header declares (truncated?)",
+                "%s: audio ends at frame %d of the %d its header declares (%s)",
                 t.path,
                 self._reader.position,
                 t.frames,
+                self._reader.failed or "truncated?",
             )

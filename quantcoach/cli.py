@@ -12,7 +12,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from quantcoach.settings import Settings, SettingsError
 
@@ -137,9 +137,10 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             return Path("out") / room
         return out_root if len(sessions) == 1 else out_root / room
 
-    for s in sessions:
+    for s in sessions:  # fresh, empty files: a session that yields nothing still leaves its two files
+        out_dir(s.room).mkdir(parents=True, exist_ok=True)
         for name in ("transcripts.jsonl", "windows.jsonl"):
-            (out_dir(s.room) / name).unlink(missing_ok=True)
+            (out_dir(s.room) / name).write_bytes(b"")
 
     try:
         engine = engine_for(settings)
@@ -198,9 +199,17 @@ def _root_cause(exc: BaseException) -> str:
 
 
 # --- parser ---------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one ``error:`` line (and a hint), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quantcoach", description="QuantCoach interview pipeline")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="quantcoach", description="QuantCoach interview pipeline")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("replay", help="replay recorded sessions through the flow")
     p.add_argument(

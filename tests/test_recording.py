@@ -337,12 +337,6 @@ def test_bare_directory_with_duplicate_identity(tmp_path: Path) -> None:
     assert "'same'" in error_of(root)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: in a bare directory (no session.json) load_session's errors name a session.json that "
-    "does not exist ('session.json participants[0]: unknown role ...', '<dir>/session.json: identity ... "
-    "appears twice') instead of the offending .wav file",
-)
 def test_bare_directory_errors_name_the_wav_file_not_a_missing_session_json(tmp_path: Path) -> None:
     root = tmp_path / "bare"
     root.mkdir()
@@ -421,12 +415,6 @@ def test_truncated_wav_ends_early_without_exception(tmp_path: Path, cut: float) 
     assert reader.read(4800).shape[0] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: TrackReader.read raises SessionError ('read failed at frame N: Error : flac decoder lost "
-    "sync') on a truncated FLAC instead of ending early as its docstring promises; mid-flow this kills "
-    "the replay (see test_cli_replay)",
-)
 def test_truncated_flac_ends_early_without_exception(tmp_path: Path) -> None:
     pcm = np.random.default_rng(3).integers(-8000, 8000, size=(96_000, 1), dtype=np.int16)
     f = tmp_path / "c.flac"

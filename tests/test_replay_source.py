@@ -227,12 +227,6 @@ def test_speed_factor_paces_chunks(tmp_path: Path) -> None:
     assert sum(c.frames for c in items if isinstance(c, AudioChunk)) == 16_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a paced partition rebuilt from a snapshot keeps wall0 = now while its media position is "
-    "the resume offset, so next_awake() is wall0 + position/speed: a realtime replay resumed at minute 50 "
-    "sits idle for 50 minutes before its first chunk",
-)
 def test_paced_resume_does_not_wait_for_the_audio_already_replayed(tmp_path: Path) -> None:
     session = make_session(
         tmp_path / "s",
