@@ -53,7 +53,7 @@ def start_server(port: int, workers: int, threads: int, log: Path) -> subprocess
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "LIVEKIT_URL": "ws://127.0.0.1:7880",
+        "LIVEKIT_URL": f"ws://127.0.0.1:{free_port()}",  # never called: minting is local
         "LIVEKIT_API_KEY": "APIbench",
         "LIVEKIT_API_SECRET": "bench-secret-bench-secret-bench-secret-0123",
         "QUANTCOACH_API_KEYS": API_KEY,
