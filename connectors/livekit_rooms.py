@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from google.protobuf.json_format import ParseError
+from google.protobuf.message import DecodeError
 from livekit.api import AccessToken, TokenVerifier, VideoGrants, WebhookReceiver
 from livekit.api.room_service import RoomService
 from livekit.api.twirp_client import ServerError
@@ -217,7 +218,13 @@ class RoomsClient:
             return future.result(timeout + 1.0)
         except ServerError as exc:
             raise _map_server_error(exc) from None
-        except (TimeoutError, aiohttp.ClientError, concurrent.futures.TimeoutError, OSError) as exc:
+        except (
+            TimeoutError,
+            aiohttp.ClientError,
+            concurrent.futures.TimeoutError,
+            OSError,
+            DecodeError,  # a 200 that is not a protobuf answer: something else listens at LIVEKIT_URL
+        ) as exc:
             future.cancel()
             log.warning("LiveKit unreachable: %s", type(exc).__name__)
             raise LiveKitUnavailable("LiveKit is unreachable") from None
@@ -228,7 +235,8 @@ async def _with_timeout(coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
 
 
 def _map_server_error(exc: ServerError) -> LiveKitError:
-    if exc.code == "not_found" or exc.status == 404:
+    # Only LiveKit's own Twirp code means "no such room": a bare 404 (wrong URL, a proxy) does not.
+    if exc.code == "not_found":
         return RoomNotFound("room not found")
     if exc.status >= 500 or exc.code in ("unavailable", "deadline_exceeded", "resource_exhausted"):
         log.warning("LiveKit error %s (%s)", exc.status, exc.code)

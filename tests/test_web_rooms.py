@@ -205,6 +205,13 @@ def test_livekit_5xx_is_503(client: FlaskClient, server: TwirpRoomServer) -> Non
     assert client.get("/rooms", headers=AUTH).status_code == 200  # and it recovers
 
 
+def test_wrong_livekit_url_path_is_502_not_404(server: TwirpRoomServer) -> None:
+    # A bare 404 without LiveKit's not_found code (LIVEKIT_URL with a wrong path) is not "no such room".
+    client = create_app(server.settings(livekit_url=server.url + "/wrong")).test_client()
+    resp = client.get("/rooms/r/participants", headers=AUTH)
+    assert resp.status_code == 502
+
+
 def test_livekit_rejecting_our_credentials_is_502(server: TwirpRoomServer) -> None:
     from quantcoach.settings import Secret
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import math
 import time
 import tomllib
 from pathlib import Path
@@ -42,14 +43,21 @@ def livekit_reachable(svc: Services) -> bool:
     """False when LiveKit is not configured; else a (briefly cached) probe result."""
     if svc.rooms is None:
         return False
-    with svc.probe_lock:
+    at, ok = svc.probe
+    if time.monotonic() - at < PROBE_TTL_S:
+        return ok
+    # One probe at a time per process: concurrent health checks take the last answer meanwhile
+    # (the very first one waits, there is no answer yet).
+    if not svc.probe_lock.acquire(blocking=at == -math.inf):
+        return ok
+    try:
         at, ok = svc.probe
-        if time.monotonic() - at < PROBE_TTL_S:
-            return ok
-    ok = svc.rooms.ping()
-    with svc.probe_lock:
-        svc.probe = (time.monotonic(), ok)
-    return ok
+        if time.monotonic() - at >= PROBE_TTL_S:
+            ok = svc.rooms.ping()
+            svc.probe = (time.monotonic(), ok)
+        return ok
+    finally:
+        svc.probe_lock.release()
 
 
 def _payload() -> dict[str, Any]:
