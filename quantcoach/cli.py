@@ -116,13 +116,14 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             "overlap_s": args.overlap_s,
             "min_transcripts": args.min_transcripts,
             "stt_engine": args.stt,
+            "kafka_bootstrap_servers": args.kafka,
         }.items()
         if v is not None
     }
     try:
         settings = settings.with_(**overrides)
     except SettingsError as exc:
-        raise UsageError(str(exc).split(" ", 1)[1] if " " in str(exc) else str(exc)) from None
+        raise UsageError(str(exc)) from None
     try:
         sessions = [load_session(p) for p in expand_sessions(args.sessions)]
     except (SessionError, OSError) as exc:
@@ -142,6 +143,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         for name in ("transcripts.jsonl", "windows.jsonl"):
             (out_dir(s.room) / name).write_bytes(b"")
 
+    kafka_sinks = _kafka_sinks(settings)
     try:
         engine = engine_for(settings)
     except SttError as exc:
@@ -151,8 +153,9 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         transcripts=[JsonlSink(lambda room: out_dir(room) / "transcripts.jsonl")],
         windows=[JsonlSink(lambda room: out_dir(room) / "windows.jsonl")],
     )
-    sinks.transcripts.extend(_extra_sinks(args, settings, "transcripts"))
-    sinks.windows.extend(_extra_sinks(args, settings, "windows"))
+    if kafka_sinks:
+        sinks.transcripts.append(kafka_sinks[0])
+        sinks.windows.append(kafka_sinks[1])
 
     total = sum(s.audio_seconds for s in sessions)
     ends = {t.participant.key: t.end for s in sessions for t in s.tracks}
@@ -186,9 +189,38 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _extra_sinks(args: argparse.Namespace, settings: Settings, kind: str) -> list[Any]:
-    """Kafka and store sinks, when asked for (wired as those connectors land)."""
-    return []
+def _kafka_sinks(settings: Settings) -> tuple[Any, Any] | None:
+    """(transcripts, windows) Kafka sinks when Kafka is configured; topics are created if missing.
+
+    Checked before the flow starts, so an unreachable broker is one clear line within seconds.
+    """
+    if not settings.kafka_configured:
+        return None
+    from connectors.kafka_sink import KafkaSink, KafkaUnavailable, ensure_topics
+
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)  # one line per refused connection otherwise
+    topics = [settings.kafka_topic_transcripts, settings.kafka_topic_windows]
+    try:
+        ensure_topics(settings.kafka_servers, topics, settings.kafka_partitions, settings.kafka_replication)
+    except KafkaUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    return tuple(KafkaSink(settings.kafka_servers, t) for t in topics)  # type: ignore[return-value]
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from connectors.kafka_consumer import tail
+
+    if args.kafka:
+        settings = _with_kafka(settings, args.kafka)
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    return tail(settings, args.topic, args.room, args.from_beginning)
+
+
+def _with_kafka(settings: Settings, servers: str) -> Settings:
+    try:
+        return settings.with_(kafka_bootstrap_servers=servers)
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -225,7 +257,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=_positive(int), default=1, help="Bytewax worker threads (1)")
     p.add_argument("--quiet", action="store_true", help="no transcripts or progress on the terminal")
+    p.add_argument(
+        "--kafka",
+        metavar="HOST:PORT",
+        help="also send final transcripts and windows to Kafka (default KAFKA_BOOTSTRAP_SERVERS)",
+    )
     p.set_defaults(run=cmd_replay)
+
+    p = sub.add_parser("tail", help="print records from the Kafka topics as they arrive")
+    p.add_argument("--topic", choices=["windows", "transcripts"], default="windows")
+    p.add_argument("--room", help="only this room")
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest retained record")
+    p.add_argument("--kafka", metavar="HOST:PORT", help="bootstrap servers (default KAFKA_BOOTSTRAP_SERVERS)")
+    p.set_defaults(run=cmd_tail)
     return parser
 
 

@@ -1,0 +1,3 @@
+"""Fixtures shared by the suite: the real Kafka-protocol broker (tansu) lives in tests/kafka_broker.py."""
+
+pytest_plugins = ["tests.kafka_broker"]
