@@ -156,6 +156,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     if kafka_sinks:
         sinks.transcripts.append(kafka_sinks[0])
         sinks.windows.append(kafka_sinks[1])
+    if args.store:
+        from connectors.store_sink import StoreSink
+
+        _open_store(settings).close()  # tables created, URL checked, before the flow starts
+        sinks.transcripts.append(StoreSink(settings.database_url))
+        sinks.windows.append(StoreSink(settings.database_url))
 
     total = sum(s.audio_seconds for s in sessions)
     ends = {t.participant.key: t.end for s in sessions for t in s.tracks}
@@ -205,6 +211,68 @@ def _kafka_sinks(settings: Settings) -> tuple[Any, Any] | None:
     except KafkaUnavailable as exc:
         raise UsageError(str(exc)) from None
     return tuple(KafkaSink(settings.kafka_servers, t) for t in topics)  # type: ignore[return-value]
+
+
+def _open_store(settings: Settings) -> Any:
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from connectors.store import Store
+
+    try:
+        return Store(settings.database_url)
+    except (ArgumentError, OperationalError, ValueError, ImportError) as exc:
+        raise UsageError(f"cannot open DATABASE_URL: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def cmd_store(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+
+    from connectors.kafka_sink import KafkaUnavailable
+    from connectors.store_job import StoreJob
+
+    if args.kafka:
+        settings = _with_kafka(settings, args.kafka)
+    if not settings.kafka_configured:
+        raise UsageError("Kafka is not configured: set KAFKA_BOOTSTRAP_SERVERS (HOST:PORT) or pass --kafka")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    store = _open_store(settings)
+    try:
+        job = StoreJob(
+            store,
+            settings.kafka_servers,
+            [settings.kafka_topic_transcripts, settings.kafka_topic_windows],
+            group_id=args.group,
+            from_beginning=args.from_beginning,
+            partitions=args.partitions,
+        )
+    except KafkaUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    signal.signal(signal.SIGTERM, lambda *_: job.stop())
+    print(
+        f"storing {', '.join(job.topics)} into {_safe_url(settings.database_url)}; Ctrl-C stops",
+        file=sys.stderr,
+    )
+    try:
+        stats = job.run()
+    except KeyboardInterrupt:
+        stats = job.stats
+    print(
+        f"stored {stats.stored} new records ({stats.duplicates} re-deliveries, {stats.bad} bad)",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
@@ -262,7 +330,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="also send final transcripts and windows to Kafka (default KAFKA_BOOTSTRAP_SERVERS)",
     )
+    p.add_argument("--store", action="store_true", help="also write records into the store (DATABASE_URL)")
     p.set_defaults(run=cmd_replay)
+
+    p = sub.add_parser("store", help="consume the Kafka topics into the transcript store (DATABASE_URL)")
+    p.add_argument("--from-beginning", action="store_true", help="a new group starts at the oldest record")
+    p.add_argument("--group", default="quantcoach-store", help="consumer group (quantcoach-store)")
+    p.add_argument(
+        "--partitions",
+        type=lambda v: [int(x) for x in v.split(",")],
+        help="assign these partitions (e.g. 0,1)",
+    )
+    p.add_argument("--kafka", metavar="HOST:PORT", help="bootstrap servers (default KAFKA_BOOTSTRAP_SERVERS)")
+    p.set_defaults(run=cmd_store)
 
     p = sub.add_parser("tail", help="print records from the Kafka topics as they arrive")
     p.add_argument("--topic", choices=["windows", "transcripts"], default="windows")

@@ -1,3 +1,3 @@
-"""Fixtures shared by the suite: the real Kafka-protocol broker (tansu) lives in tests/kafka_broker.py."""
+"""Fixtures shared by the suite: real servers started by the tests themselves (Kafka, PostgreSQL)."""
 
-pytest_plugins = ["tests.kafka_broker"]
+pytest_plugins = ["tests.kafka_broker", "tests.postgres_server"]
