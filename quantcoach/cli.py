@@ -275,6 +275,19 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    from web.serve import run_gunicorn
+
+    host, _, port = args.bind.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"--bind must be HOST:PORT, got {args.bind!r}")
+    if not settings.api_key_list:
+        log.warning("QUANTCOACH_API_KEYS is empty: every endpoint but / and /health answers 403")
+    if not settings.livekit_configured:
+        log.warning("LiveKit is not configured: room and token calls answer 503 (see /health)")
+    return run_gunicorn(settings, args.bind, args.workers)
+
+
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     from connectors.kafka_consumer import tail
 
@@ -343,6 +356,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--kafka", metavar="HOST:PORT", help="bootstrap servers (default KAFKA_BOOTSTRAP_SERVERS)")
     p.set_defaults(run=cmd_store)
+
+    p = sub.add_parser("web", help="serve the REST API under gunicorn")
+    p.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on (127.0.0.1:8000)")
+    p.add_argument("--workers", type=_positive(int), default=2, help="gunicorn worker processes (2)")
+    p.set_defaults(run=cmd_web)
 
     p = sub.add_parser("tail", help="print records from the Kafka topics as they arrive")
     p.add_argument("--topic", choices=["windows", "transcripts"], default="windows")

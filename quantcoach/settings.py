@@ -97,6 +97,12 @@ class Settings:
     )
     cors_origins: str = _env_field("CORS_ORIGINS", "", "comma-separated allowed browser origins")
     max_body_bytes: int = _env_field("MAX_BODY_BYTES", 65536, "largest accepted request body (bytes)")
+    web_threads: int = _env_field(
+        "WEB_THREADS", 16, "gunicorn gthread threads per worker (SSE streams hold one)"
+    )
+    web_timeout_s: int = _env_field(
+        "WEB_TIMEOUT_S", 30, "gunicorn: a worker silent this long is restarted (s)"
+    )
     webhook_forward: bool = _env_field(
         "WEBHOOK_FORWARD", True, "forward room_started/room_finished webhooks to the rooms topic"
     )
@@ -210,6 +216,8 @@ def _validate(s: Settings) -> None:
     need(s.kafka_replication >= 1, "KAFKA_REPLICATION", "must be >= 1")
     need(s.max_body_bytes >= 1024, "MAX_BODY_BYTES", "must be >= 1024")
     need(s.room_poll_s > 0, "ROOM_POLL_S", "must be > 0")
+    need(s.web_threads >= 1, "WEB_THREADS", "must be >= 1")
+    need(s.web_timeout_s >= 1, "WEB_TIMEOUT_S", "must be >= 1")
     need(s.whisper_threads >= 1, "WHISPER_THREADS", "must be >= 1")
     need(s.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "LOG_LEVEL", "must be DEBUG..ERROR")
     need(

@@ -17,7 +17,7 @@ workers = 2
 # so ``timeout`` does not kill a healthy worker that is streaming. No monkey-patching (gevent/eventlet),
 # which would fight the asyncio loop thread that the LiveKit client runs on.
 worker_class = "gthread"
-threads = int(os.environ.get("WEB_THREADS", "16"))
+threads = int(os.environ.get("WEB_THREADS", "16"))  # run_gunicorn sets it from Settings.web_threads
 worker_connections = 1000
 
 timeout = int(os.environ.get("WEB_TIMEOUT_S", "30"))  # gthread: worker silent this long is restarted

@@ -53,7 +53,13 @@ def run_gunicorn(settings: Settings, bind: str, workers: int) -> int:
     if workers < 1:
         raise ValueError("workers must be >= 1")
     try:
-        options = {"bind": [bind], "workers": workers, "loglevel": settings.log_level.lower()}
+        options = {
+            "bind": [bind],
+            "workers": workers,
+            "threads": settings.web_threads,
+            "timeout": settings.web_timeout_s,
+            "loglevel": settings.log_level.lower(),
+        }
         _Server(settings, options).run()
     except SystemExit as exc:  # the arbiter leaves through sys.exit()
         code = exc.code
