@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from bytewax.operators import StatefulLogic
 
 from connectors.stt.protocol import SttEngine, SttError, SttEvent, SttStream
@@ -43,10 +45,28 @@ class _OpenStream:
     stream: SttStream
     base: float  # media time of the stream's sample 0
     pushed: int = 0  # samples pushed
+    # Audio not yet covered by a final transcript, as (media start, pcm): what a recovered flow must
+    # push again, since an STT engine's own state (VAD, open utterance, server session) is not saved.
+    retained: deque[tuple[float, np.ndarray]] = field(default_factory=deque)
 
     @property
     def position(self) -> float:
         return self.base + self.pushed / 16_000
+
+    def push(self, pcm: np.ndarray) -> None:
+        self.stream.push_audio(pcm)
+        self.retained.append((self.position, pcm))
+        self.pushed += len(pcm)
+
+    def trim(self) -> None:
+        settled = self.base + self.stream.settled()
+        while self.retained and self.retained[0][0] + len(self.retained[0][1]) / 16_000 <= settled:
+            self.retained.popleft()
+
+    def saved(self, ended: bool) -> dict[str, Any]:
+        start = self.retained[0][0] if self.retained else self.position
+        pcm = np.concatenate([a for _, a in self.retained]) if self.retained else np.zeros(0, np.int16)
+        return {"start": start, "pcm": pcm.astype(np.int16).tobytes(), "ended": ended}
 
 
 class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
@@ -61,6 +81,12 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
         self.failed = False
         self.ended = False
         self._last_mark: tuple[float, float] | None = None
+        if resume and resume.get("participant"):
+            self.participant = Participant(**resume["participant"])
+            self.key = self.participant.key
+            self.ended = resume.get("ended", False)
+            for saved in resume.get("streams", []):
+                self._restore(saved)
 
     # -- Bytewax hooks -----------------------------------------------------------------------------
     def on_item(self, value: Any) -> tuple[list[Any], bool]:
@@ -111,7 +137,28 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
         return None
 
     def snapshot(self) -> dict[str, Any]:
-        return {"seq": self.seq, "position": self.position}
+        streams = [s.saved(ended=True) for s in self.draining]
+        if self.current is not None:
+            streams.append(self.current.saved(ended=False))
+        return {
+            "seq": self.seq,
+            "position": self.position,
+            "participant": asdict(self.participant) if self.participant else None,
+            "ended": self.ended,
+            "streams": [] if self.failed else streams,
+        }
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        """Re-open a stream from a snapshot and push again the audio it had not finalised."""
+        s = _OpenStream(self.engine.stream(self.key), saved["start"])
+        pcm = np.frombuffer(saved["pcm"], dtype=np.int16)
+        for i in range(0, len(pcm), 3200):  # in ~200 ms pieces, as live audio arrives
+            s.push(pcm[i : i + 3200])
+        if saved["ended"]:
+            s.stream.end_input()
+            self.draining.append(s)
+        else:
+            self.current = s
 
     # -- internals ---------------------------------------------------------------------------------
     def _push(self, chunk: AudioChunk) -> None:
@@ -121,11 +168,10 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
             self.current = _OpenStream(self.engine.stream(self.key), chunk.start)
         samples = chunk.samples if chunk.samples.ndim == 1 else chunk.samples[:, 0]
         try:
-            self.current.stream.push_audio(samples)
+            self.current.push(samples)
         except SttError as exc:
             self._fail(exc)
             return
-        self.current.pushed += len(samples)
         self.position = max(self.position, self.current.position)
 
     def _end_current(self) -> None:
@@ -147,6 +193,7 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
                 self._fail(exc)
                 break
             out.extend(self._transcript(s, e) for e in events)
+            s.trim()
         self.draining = [s for s in self.draining if not s.stream.done]
         mark = self._mark()
         if mark is not None:

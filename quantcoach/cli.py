@@ -11,6 +11,7 @@ import logging
 import math
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -44,6 +45,7 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # a line per utterance otherwise
 
 
 # --- replay ---------------------------------------------------------------------------------------------
@@ -138,10 +140,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             return Path("out") / room
         return out_root if len(sessions) == 1 else out_root / room
 
+    recovery, resuming = _recovery(args.recovery_dir or settings.recovery_dir)
     for s in sessions:  # fresh, empty files: a session that yields nothing still leaves its two files
         out_dir(s.room).mkdir(parents=True, exist_ok=True)
         for name in ("transcripts.jsonl", "windows.jsonl"):
-            (out_dir(s.room) / name).write_bytes(b"")
+            if not resuming:  # a resumed replay appends: records are at-least-once, ids deterministic
+                (out_dir(s.room) / name).write_bytes(b"")
 
     kafka_sinks = _kafka_sinks(settings)
     try:
@@ -173,12 +177,19 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     source = ReplaySource(sessions, settings.chunk_ms, args.speed)
     flow = build_flow(settings, source, sinks, lambda: engine)
     started = time.perf_counter()
+    run_args = {
+        "workers_per_process": args.workers,
+        "epoch_interval": timedelta(seconds=args.snapshot_s),
+        "recovery_config": recovery,
+    }
+    if resuming:
+        print(f"resuming from the recovery state in {recovery.db_dir}", file=sys.stderr)
     try:
         if args.quiet:
-            cli_main(flow, workers_per_process=args.workers)
+            cli_main(flow, **run_args)
         else:
             with view:
-                cli_main(flow, workers_per_process=args.workers)
+                cli_main(flow, **run_args)
     except Exception as exc:  # a flow error arrives wrapped by Bytewax; show its root cause in one line
         log.debug("flow failed", exc_info=True)
         print(f"error: replay failed: {_root_cause(exc)}", file=sys.stderr)
@@ -193,6 +204,23 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def _recovery(directory: str) -> tuple[Any, bool]:
+    """Bytewax recovery config for ``directory`` (initialised when empty) and whether it holds state."""
+    if not directory:
+        return None, False
+    from bytewax.recovery import RecoveryConfig, init_db_dir
+
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        resuming = any(path.glob("part-*.sqlite3"))
+        if not resuming:
+            init_db_dir(path, 1)
+    except OSError as exc:
+        raise UsageError(f"recovery directory {path}: {exc.strerror or exc}") from None
+    return RecoveryConfig(str(path)), resuming
 
 
 def _kafka_sinks(settings: Settings) -> tuple[Any, Any] | None:
@@ -344,6 +372,14 @@ def _parser() -> argparse.ArgumentParser:
         help="also send final transcripts and windows to Kafka (default KAFKA_BOOTSTRAP_SERVERS)",
     )
     p.add_argument("--store", action="store_true", help="also write records into the store (DATABASE_URL)")
+    p.add_argument(
+        "--recovery-dir",
+        default="",
+        help="Bytewax recovery state (default RECOVERY_DIR): a killed replay started again resumes from it",
+    )
+    p.add_argument(
+        "--snapshot-s", type=_positive(float), default=5.0, help="recovery snapshot interval (5 s)"
+    )
     p.set_defaults(run=cmd_replay)
 
     p = sub.add_parser("store", help="consume the Kafka topics into the transcript store (DATABASE_URL)")
