@@ -135,3 +135,33 @@ class KafkaRoomEventPublisher:
                 )
                 self._pid = os.getpid()
             return self._producer
+
+
+def consume_room_events(servers: list[str], topic: str, stop: threading.Event | None = None) -> Any:
+    """Raw control-topic values from now on, every partition assigned (no group: each worker of the
+    live flow needs every event, and a group would share them out). For ``LiveKitSource(room_events=)``.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    from connectors.kafka_sink import DEFAULT_CONNECT_TIMEOUT_S, bootstrap_config
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=servers,
+        enable_auto_commit=False,
+        **bootstrap_config(KafkaConsumer, DEFAULT_CONNECT_TIMEOUT_S),
+    )
+    try:
+        while not (stop and stop.is_set()):
+            parts = consumer.partitions_for_topic(topic)
+            if parts:
+                consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
+                consumer.seek_to_end()
+                break
+            if stop:
+                stop.wait(1.0)
+        while not (stop and stop.is_set()):
+            for messages in consumer.poll(timeout_ms=500).values():
+                for m in messages:
+                    yield m.value
+    finally:
+        consumer.close()

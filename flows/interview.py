@@ -109,3 +109,53 @@ def build_flow(
         for i, sink in enumerate(sinks.events):
             op.output(f"events_out_{i}", shown, sink)
     return flow
+
+
+def live_flow(
+    settings: Settings | None = None,
+    rooms: list[str] | None = None,
+    *,
+    discover: bool = True,
+    record_dir: str | None = None,
+) -> tuple[Dataflow, Any]:
+    """The production flow: LiveKit rooms in, Kafka out (JSONL under ``out/`` when Kafka is not set).
+
+    Rooms come from ``rooms``, RoomService polling (``discover``) and the ``interview.rooms`` control
+    topic that the API's webhook handler feeds. Returns the flow and its source (``source.stop()``
+    leaves the rooms cleanly, emitting every room's last window).
+    """
+    from pathlib import Path
+
+    from connectors.jsonl_sink import JsonlSink
+    from connectors.kafka_sink import KafkaSink, ensure_topics
+    from connectors.livekit_source import LiveKitSource
+    from connectors.room_events import consume_room_events
+    from connectors.stt import engine_for
+
+    settings = settings or Settings.from_env()
+    room_events = None
+    sinks = FlowSinks()
+    if settings.kafka_configured:
+        topics = [settings.kafka_topic_transcripts, settings.kafka_topic_windows, settings.kafka_topic_rooms]
+        ensure_topics(settings.kafka_servers, topics, settings.kafka_partitions, settings.kafka_replication)
+        sinks.transcripts.append(KafkaSink(settings.kafka_servers, settings.kafka_topic_transcripts))
+        sinks.windows.append(KafkaSink(settings.kafka_servers, settings.kafka_topic_windows))
+
+        def room_events(worker_index: int, worker_count: int) -> Any:
+            return consume_room_events(settings.kafka_servers, settings.kafka_topic_rooms)
+    else:
+        sinks.transcripts.append(JsonlSink(lambda room: Path("out") / room / "transcripts.jsonl"))
+        sinks.windows.append(JsonlSink(lambda room: Path("out") / room / "windows.jsonl"))
+    source = LiveKitSource(
+        settings, rooms=rooms, discover=discover, room_events=room_events, record_dir=record_dir
+    )
+    engine = engine_for(settings)
+    return build_flow(settings, source, sinks, lambda: engine, live=True), source
+
+
+def __getattr__(name: str) -> Any:
+    # ``python -m bytewax.run flows.interview:flow``: the live flow, built from the environment only
+    # when asked for, so that importing this module (tests, replay) needs no LiveKit settings.
+    if name == "flow":
+        return live_flow()[0]
+    raise AttributeError(name)

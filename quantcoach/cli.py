@@ -46,6 +46,7 @@ def _setup_logging(level: str) -> None:
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # a line per utterance otherwise
+    logging.getLogger("livekit").setLevel(logging.WARNING)  # the SDK logs every signalling step
 
 
 # --- replay ---------------------------------------------------------------------------------------------
@@ -303,6 +304,57 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def cmd_flow(args: argparse.Namespace, settings: Settings) -> int:
+    """The live flow in this process (``python -m bytewax.run flows.interview:flow`` runs it too)."""
+    import signal
+
+    from bytewax.run import cli_main
+
+    from connectors.kafka_sink import KafkaUnavailable
+    from connectors.stt.protocol import SttError
+    from flows.interview import live_flow
+
+    if args.stt:
+        settings = settings.with_(stt_engine=args.stt)
+    if not settings.livekit_configured:
+        raise UsageError("LiveKit is not configured: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET")
+    if settings.stt_engine == "elevenlabs" and not settings.elevenlabs_api_key:
+        raise UsageError("STT_ENGINE=elevenlabs needs ELEVENLABS_API_KEY")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    try:
+        flow, source = live_flow(
+            settings, args.room or None, discover=not args.no_discover, record_dir=args.record
+        )
+    except (KafkaUnavailable, SttError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    stopping = []
+
+    def stop(signum: int, _frame: Any) -> None:
+        if stopping:  # a second signal: leave at once
+            raise KeyboardInterrupt
+        stopping.append(signum)
+        log.info("stopping: leaving rooms (their last windows are emitted); signal again to quit now")
+        source.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    recovery, resuming = _recovery(settings.recovery_dir)
+    if resuming:
+        log.info("resuming from the recovery state in %s", settings.recovery_dir)
+    try:
+        cli_main(
+            flow,
+            workers_per_process=args.workers,
+            epoch_interval=timedelta(seconds=args.snapshot_s),
+            recovery_config=recovery,
+        )
+    except Exception as exc:
+        log.debug("flow failed", exc_info=True)
+        print(f"error: flow failed: {_root_cause(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     from web.serve import run_gunicorn
 
@@ -392,6 +444,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--kafka", metavar="HOST:PORT", help="bootstrap servers (default KAFKA_BOOTSTRAP_SERVERS)")
     p.set_defaults(run=cmd_store)
+
+    p = sub.add_parser("flow", help="run the live flow: join LiveKit rooms and transcribe them")
+    p.add_argument("--room", action="append", default=[], help="a room to join (repeatable)")
+    p.add_argument("--no-discover", action="store_true", help="do not poll RoomService for rooms")
+    p.add_argument("--record", metavar="DIR", help="also record each room in the session format, for replay")
+    p.add_argument("--stt", choices=["whisper", "elevenlabs"], help="STT engine (default STT_ENGINE)")
+    p.add_argument("--workers", type=_positive(int), default=1, help="Bytewax worker threads (1)")
+    p.add_argument(
+        "--snapshot-s", type=_positive(float), default=5.0, help="recovery snapshot interval (5 s)"
+    )
+    p.set_defaults(run=cmd_flow)
 
     p = sub.add_parser("web", help="serve the REST API under gunicorn")
     p.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on (127.0.0.1:8000)")
