@@ -153,6 +153,28 @@ def live_flow(
     return build_flow(settings, source, sinks, lambda: engine, live=True), source
 
 
+def replay_flow(sessions: list[str], out: str = "out", speed: float | None = None) -> Dataflow:
+    """Replay under Bytewax's own runner, e.g. across processes:
+    ``python -m bytewax.run "flows.interview:replay_flow(['s1', 's2'], 'out')" -i 0 -a "h:p1;h:p2"``.
+    Records go to ``<out>/<room>/`` (appended; every process writes its own rooms' records).
+    """
+    from pathlib import Path
+
+    from connectors.jsonl_sink import JsonlSink
+    from connectors.recording import load_session
+    from connectors.replay_source import ReplaySource
+    from connectors.stt import engine_for
+
+    settings = Settings.from_env()
+    loaded = [load_session(s) for s in sessions]
+    sinks = FlowSinks(
+        transcripts=[JsonlSink(lambda room: Path(out) / room / "transcripts.jsonl")],
+        windows=[JsonlSink(lambda room: Path(out) / room / "windows.jsonl")],
+    )
+    engine = engine_for(settings)
+    return build_flow(settings, ReplaySource(loaded, settings.chunk_ms, speed), sinks, lambda: engine)
+
+
 def __getattr__(name: str) -> Any:
     # ``python -m bytewax.run flows.interview:flow``: the live flow, built from the environment only
     # when asked for, so that importing this module (tests, replay) needs no LiveKit settings.
