@@ -1,0 +1,461 @@
+"""The ElevenLabs realtime STT engine against a local server that speaks the same protocol.
+
+Loopback only, every test bounded to a few seconds. The server (tests/elevenlabs_server.py) hears
+tone bursts as words, so the expected finals and their times follow from the audio we push; faults
+are injected per connection and the assertions are the engine's promises: every final exactly once,
+in order, at the right stream times, never starting before a ``settled()`` value already given out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from connectors.stt.elevenlabs import (
+    FATAL_ERRORS,
+    RETRYABLE_ERRORS,
+    SESSION_END_ERRORS,
+    ElevenLabsEngine,
+    ElevenLabsOptions,
+    ElevenLabsStream,
+)
+from connectors.stt.protocol import SttError, SttEvent
+from quantcoach.settings import Secret, Settings
+from tests.elevenlabs_server import ERROR_TYPES, Fault, ScribeTestServer, silence, tone_utterance
+
+KEY = "sk_test_0123456789abcdef-do-not-log"
+SCRIPT = [(0.5, "alpha bravo"), (2.2, "charlie delta echo"), (4.3, "golf hotel")]
+EXPECTED = [("alpha bravo", 0.5, 1.2), ("charlie delta echo", 2.2, 3.3), ("golf hotel", 4.3, 5.0)]
+TOTAL_S = 6.0
+MID_SECOND = Fault("drop", at_audio_s=2.4, mid_utterance=True)  # inside "charlie delta echo"
+
+FAST = ElevenLabsOptions(
+    vad_silence_threshold_secs=0.4,
+    connect_timeout_s=2.0,
+    twin_wait_s=0.2,
+    flush_timeout_s=1.0,
+    stall_timeout_s=1.0,
+    keepalive_s=1.0,
+    max_failures=4,
+    backoff_initial_s=0.02,
+    backoff_max_s=0.1,
+    use_system_proxy=False,
+)
+
+
+def script_audio(script: list[tuple[float, str]] = SCRIPT, total_s: float = TOTAL_S) -> np.ndarray:
+    audio = silence(total_s)
+    for at, text in script:
+        u = tone_utterance(text)
+        i = round(at * 16000)
+        audio[i : i + len(u)] = u
+    return audio
+
+
+@pytest.fixture
+def server() -> Iterator[ScribeTestServer]:
+    with ScribeTestServer(KEY) as s:
+        yield s
+
+
+def engine_for(server: ScribeTestServer, key: str = KEY, **opts: object) -> ElevenLabsEngine:
+    settings = Settings(elevenlabs_api_key=Secret(key), elevenlabs_base_url=server.url)
+    options = dataclasses.replace(FAST, **opts)  # type: ignore[arg-type]
+    return ElevenLabsEngine(settings, options=options)
+
+
+class Run:
+    """Drives one stream like the transcribe operator: push, poll, settled; checks the promises."""
+
+    def __init__(self, stream: ElevenLabsStream) -> None:
+        self.stream = stream
+        self.events: list[SttEvent] = []
+        self.promised = 0.0  # largest settled() seen so far
+        self.error: SttError | None = None
+
+    def poll(self) -> None:
+        try:
+            got = self.stream.poll()
+        except SttError as exc:
+            assert self.error is None, "SttError raised twice"
+            self.error = exc
+            return
+        for e in got:
+            if e.kind == "final":
+                assert e.start >= self.promised - 1e-9, f"{e} starts before settled {self.promised}"
+        self.events += got
+        settled = self.stream.settled()
+        assert settled >= self.promised, "settled() went backwards"
+        self.promised = settled
+
+    def push(self, audio: np.ndarray, chunk: int = 3200) -> None:
+        for i in range(0, len(audio), chunk):
+            self.stream.push_audio(audio[i : i + chunk])
+            self.poll()
+
+    def finish(self, timeout: float = 6.0) -> Run:
+        self.stream.end_input()
+        return self.wait(lambda: self.stream.done, timeout)
+
+    def wait(self, cond: object, timeout: float = 4.0) -> Run:
+        deadline = time.monotonic() + timeout
+        while not cond():  # type: ignore[operator]
+            assert time.monotonic() < deadline, f"timed out; events so far: {self.finals}"
+            self.poll()
+            time.sleep(0.005)
+        self.poll()
+        return self
+
+    @property
+    def finals(self) -> list[tuple[str, float, float]]:
+        return [(e.text, round(e.start, 3), round(e.end, 3)) for e in self.events if e.kind == "final"]
+
+
+def assert_finals(run: Run, expected: list[tuple[str, float, float]] = EXPECTED, tol: float = 0.011) -> None:
+    got = run.finals
+    assert [t for t, _, _ in got] == [t for t, _, _ in expected], got
+    for (_, a, b), (_, ea, eb) in zip(got, expected, strict=True):
+        assert abs(a - ea) <= tol and abs(b - eb) <= tol, (got, expected)
+    for (_, _, prev_end), (_, start, _) in itertools.pairwise(got):
+        assert start >= prev_end  # finals never overlap
+
+
+def transcribe(server: ScribeTestServer, audio: np.ndarray | None = None, **opts: object) -> Run:
+    engine = engine_for(server, **opts)
+    try:
+        run = Run(engine.stream("mock-42/cand-3"))
+        run.push(script_audio() if audio is None else audio)
+        return run.finish()
+    finally:
+        engine.close()
+
+
+# ------------------------------------------------------------------------------------------ basics
+def test_partials_finals_and_times(server: ScribeTestServer) -> None:
+    run = transcribe(server)
+    assert_finals(run)
+    assert run.error is None and run.stream.done
+    assert run.stream.settled() == math.inf
+    # partials come before their final and grow into it
+    texts = [(e.kind, e.text) for e in run.events]
+    first_final = texts.index(("final", "alpha bravo"))
+    assert ("partial", "alpha") in texts[:first_final]
+    assert ("partial", "alpha bravo") in texts[:first_final]
+    for e in run.events:
+        assert e.end >= e.start >= 0
+    # one session, with the documented query parameters and header
+    (rec,) = server.records()
+    assert rec.key_ok
+    assert rec.params == {
+        "model_id": "scribe_v2_realtime",
+        "audio_format": "pcm_16000",
+        "commit_strategy": "vad",
+        "include_timestamps": "true",
+        "vad_silence_threshold_secs": "0.4",
+        "language_code": "en",
+    }
+    assert 0 < rec.max_chunk_bytes <= 6400  # 200 ms of 16-bit PCM per input_audio_chunk
+    assert rec.audio_samples == round((TOTAL_S - 0.25) * 16000)  # leading silence is skipped
+    assert rec.commit_requests == 1  # end_input's final commit
+
+
+def test_end_input_flushes_the_open_utterance(server: ScribeTestServer) -> None:
+    audio = script_audio([(0.3, "alpha"), (1.5, "kilo lima mike")], total_s=2.6)  # no pause at the end
+    run = transcribe(server, audio)
+    assert_finals(run, [("alpha", 0.3, 0.6), ("kilo lima mike", 1.5, 2.6)])
+    assert server.records()[0].commit_requests == 1
+
+
+def test_silence_needs_no_session_and_settles(server: ScribeTestServer) -> None:
+    engine = engine_for(server)
+    run = Run(engine.stream("r/p"))
+    run.push(silence(30.0))
+    assert run.stream.settled() >= 29.5  # nothing open: settled follows the audio
+    assert run.stream.retained_seconds < 1.0  # silence is not kept for re-sending
+    run.finish()
+    assert run.events == [] and server.records() == []
+    engine.close()
+
+
+def test_settled_holds_at_an_open_utterance(server: ScribeTestServer) -> None:
+    engine = engine_for(server, vad_silence_threshold_secs=2.0)
+    run = Run(engine.stream("r/p"))
+    run.push(script_audio([(1.0, "alpha bravo")], total_s=2.5))  # pause < 2 s: still open
+    run.wait(lambda: any(e.kind == "partial" for e in run.events))
+    assert 0.7 <= run.stream.settled() <= 1.0
+    run.finish()
+    assert_finals(run, [("alpha bravo", 1.0, 1.7)])
+    engine.close()
+
+
+def test_twin_order_and_missing_twin(server: ScribeTestServer) -> None:
+    server.twin = "before"
+    assert_finals(transcribe(server))
+    server.twin = "none"  # word times never come: times from the audio span, still exactly once
+    assert_finals(transcribe(server), tol=0.051)
+
+
+# ------------------------------------------------------------------------------------------ faults
+@pytest.mark.parametrize(
+    "fault",
+    [
+        MID_SECOND,
+        Fault("drop", at_audio_s=2.4, mid_utterance=True, abort=False, close_code=1011),
+        Fault("drop", at_audio_s=2.4, mid_utterance=True, abort=False, close_code=1000),
+        Fault("drop", at_audio_s=1.6),  # between utterances, after the first commit
+    ],
+    ids=["abort", "close-1011", "close-1000", "between-utterances"],
+)
+def test_dropped_connection_resends_uncommitted_audio(server: ScribeTestServer, fault: Fault) -> None:
+    server.plan(fault)
+    run = transcribe(server)
+    assert_finals(run)
+    first, second = server.records()
+    assert first.fault_fired
+    # The second session re-sends from a little before "charlie" (the committed audio ends at 1.2 s),
+    # or from the start when the first commit died in flight: a reset discards unread data.
+    assert second.audio_samples in (round((TOTAL_S - 1.95) * 16000), round((TOTAL_S - 0.25) * 16000))
+
+
+def test_repeated_drops_in_a_row(server: ScribeTestServer) -> None:
+    server.plan(MID_SECOND, Fault("drop", at_audio_s=1.0, mid_utterance=True), MID_SECOND)
+    run = transcribe(server)
+    assert_finals(run)
+    assert len(server.records()) == 4
+    assert run.stream.stats["outcome_retry"] == 3
+
+
+@pytest.mark.parametrize("error_type", sorted(RETRYABLE_ERRORS | SESSION_END_ERRORS))
+def test_retryable_error_types(server: ScribeTestServer, error_type: str) -> None:
+    server.plan(Fault("error", error_type=error_type, at_audio_s=2.4, mid_utterance=True))
+    run = transcribe(server)
+    assert_finals(run)
+    assert run.error is None
+    assert len(server.records()) == 2
+    assert run.stream.stats[f"error_{error_type}"] == 1
+
+
+@pytest.mark.parametrize("error_type", sorted(FATAL_ERRORS))
+def test_fatal_error_types_give_up_at_once(server: ScribeTestServer, error_type: str) -> None:
+    server.plan(Fault("error", error_type=error_type, at_audio_s=2.4, mid_utterance=True))
+    run = transcribe(server)
+    assert run.finals == EXPECTED[:1]  # what was committed before the error still came out
+    assert run.error is not None and error_type in str(run.error)
+    assert len(server.records()) == 1  # no retry
+    assert run.stream.done and run.stream.poll() == []  # raised once, then quiet
+
+
+def test_every_documented_error_type_is_handled() -> None:
+    assert set(ERROR_TYPES) <= FATAL_ERRORS | RETRYABLE_ERRORS | SESSION_END_ERRORS
+
+
+def test_stall_shorter_than_the_timeout_just_delays(server: ScribeTestServer) -> None:
+    server.plan(Fault("stall", at_audio_s=2.4, mid_utterance=True, duration_s=0.4))
+    run = transcribe(server)
+    assert_finals(run)
+    assert len(server.records()) == 1
+
+
+def test_stall_longer_than_the_timeout_reconnects(server: ScribeTestServer) -> None:
+    server.plan(Fault("stall", at_audio_s=2.4, mid_utterance=True, duration_s=3.0))
+    run = transcribe(server)
+    assert_finals(run)
+    assert len(server.records()) == 2
+
+
+def test_stall_detected_while_audio_flows(server: ScribeTestServer) -> None:
+    """Live pace: the server goes quiet while speech keeps going up; the engine notices by itself."""
+    server.plan(Fault("stall", at_audio_s=2.4, mid_utterance=True, duration_s=3.0))
+    engine = engine_for(server, stall_timeout_s=0.4, flush_timeout_s=5.0)
+    run = Run(engine.stream("r/p"))
+    audio = script_audio()
+    for i in range(0, len(audio), 3200):
+        run.push(audio[i : i + 3200])
+        time.sleep(0.02)  # ~10x real time
+    run.wait(lambda: len(server.records()) == 2)
+    run.finish()
+    assert_finals(run)
+    assert run.stream.stats["stalls"] == 1
+    engine.close()
+
+
+def test_malformed_json_and_unknown_types_are_counted_not_fatal(
+    server: ScribeTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.plan(Fault("malformed", at_audio_s=1.0))
+    with caplog.at_level(logging.WARNING, "connectors.stt.elevenlabs"):
+        run = transcribe(server)
+    assert_finals(run)
+    assert run.stream.stats["malformed"] == 4
+    assert run.stream.stats["unknown_messages"] == 1
+    assert len(server.records()) == 1
+    assert "malformed message ignored" in caplog.text and "mystery_event" in caplog.text
+
+
+def test_slow_server(server: ScribeTestServer) -> None:
+    server.plan(Fault("slow", delay_s=0.01))
+    run = transcribe(server)
+    assert_finals(run)
+    assert len(server.records()) == 1
+
+
+def test_handshake_rejected_then_recovers(server: ScribeTestServer) -> None:
+    server.plan(Fault("http_status", status=503), Fault("http_status", status=429))
+    assert_finals(transcribe(server))
+    assert len(server.records()) == 3
+
+
+def test_gives_up_after_repeated_failures(server: ScribeTestServer) -> None:
+    server.always = Fault("error", error_type="transcriber_error", at_audio_s=0.2)
+    run = transcribe(server)
+    assert run.error is not None
+    assert "4 consecutive session failures" in str(run.error) and "transcriber_error" in str(run.error)
+    assert len(server.records()) == FAST.max_failures
+    assert run.stream.done and run.stream.settled() == math.inf
+    assert run.stream.poll() == []  # raised exactly once
+
+
+@pytest.mark.parametrize("mode", ["message", "http"])
+def test_wrong_api_key_is_fatal(server: ScribeTestServer, mode: str) -> None:
+    server.auth_failure = mode  # type: ignore[assignment]
+    engine = engine_for(server, key="sk_wrong_key_value")
+    run = Run(engine.stream("r/p"))
+    run.push(script_audio())
+    run.finish()
+    assert run.error is not None
+    assert ("auth_error" if mode == "message" else "HTTP 401") in str(run.error)
+    assert len(server.records()) == 1 and not server.records()[0].key_ok
+    engine.close()
+
+
+def test_failing_participant_does_not_stop_the_others(server: ScribeTestServer) -> None:
+    good_engine, bad_engine = engine_for(server), engine_for(server, key="sk_revoked")
+    runs = [Run(good_engine.stream("r/a")), Run(bad_engine.stream("r/b")), Run(good_engine.stream("r/c"))]
+    audio = script_audio()
+    for i in range(0, len(audio), 3200):
+        for r in runs:
+            r.push(audio[i : i + 3200])
+    for r in runs:
+        r.finish()
+    assert_finals(runs[0])
+    assert_finals(runs[2])
+    assert runs[1].error is not None and runs[1].finals == []
+    good_engine.close()
+    bad_engine.close()
+
+
+# ------------------------------------------------------------------------------------------ keep-alive, idle
+def test_keepalive_holds_a_quiet_session_open(server: ScribeTestServer) -> None:
+    server.idle_timeout_s = 0.5  # the real service closes sockets that get no audio
+    engine = engine_for(server, keepalive_s=0.15, idle_commit_s=5.0, idle_close_s=5.0)
+    run = Run(engine.stream("r/p"))
+    run.push(script_audio([(0.5, "alpha bravo")], total_s=2.0))
+    run.wait(lambda: len(run.finals) == 1)
+    time.sleep(1.2)  # no audio pushed at all (a muted track)
+    run.push(script_audio([(0.2, "india juliett")], total_s=1.5))
+    run.finish()
+    assert_finals(run, [("alpha bravo", 0.5, 1.2), ("india juliett", 2.2, 2.9)])
+    (rec,) = server.records()
+    assert rec.empty_chunks >= 3
+    engine.close()
+
+
+def test_server_idle_close_reopens_on_next_speech(server: ScribeTestServer) -> None:
+    server.idle_timeout_s = 0.3
+    engine = engine_for(server, keepalive_s=30.0, idle_close_s=30.0)
+    run = Run(engine.stream("r/p"))
+    run.push(script_audio([(0.5, "alpha bravo")], total_s=2.0))
+    run.wait(lambda: len(run.finals) == 1)
+    run.wait(lambda: server.records()[0].closed_reason == "idle")
+    run.push(script_audio([(0.2, "india juliett")], total_s=1.5))
+    run.finish()
+    assert_finals(run, [("alpha bravo", 0.5, 1.2), ("india juliett", 2.2, 2.9)])
+    assert len(server.records()) == 2
+    engine.close()
+
+
+def test_muted_mid_utterance_is_committed(server: ScribeTestServer) -> None:
+    engine = engine_for(server, idle_commit_s=0.3, vad_silence_threshold_secs=2.0)
+    run = Run(engine.stream("r/p"))
+    run.push(script_audio([(0.5, "alpha bravo")], total_s=1.3))  # pause too short for the VAD
+    run.wait(lambda: len(run.finals) == 1, timeout=3.0)  # no more pushes: the engine commits it
+    assert_finals(run, [("alpha bravo", 0.5, 1.2)])
+    assert run.stream.stats["idle_commits"] == 1
+    run.finish()
+    engine.close()
+
+
+def test_quiet_session_is_closed_and_reopened(server: ScribeTestServer) -> None:
+    engine = engine_for(server, idle_close_s=1.0)
+    run = Run(engine.stream("r/p"))
+    run.push(script_audio([(0.5, "alpha bravo")], total_s=4.0))  # 2.8 s of silence after it
+    run.wait(lambda: run.stream.stats["outcome_ended"] == 1)
+    run.push(script_audio([(0.5, "oscar papa")], total_s=1.5))
+    run.finish()
+    assert_finals(run, [("alpha bravo", 0.5, 1.2), ("oscar papa", 4.5, 5.2)])
+    first, second = server.records()
+    assert first.audio_samples < 4.0 * 16000 and second.audio_samples < 1.5 * 16000
+
+
+# ------------------------------------------------------------------------------------------ resources
+def test_push_never_blocks_and_retained_audio_is_bounded(server: ScribeTestServer) -> None:
+    server.always = Fault("http_status", status=503)
+    engine = engine_for(server, max_failures=1000, max_retained_s=2.0, backoff_max_s=0.05)
+    stream = engine.stream("r/p")
+    rng = np.random.default_rng(7)
+    noise = (rng.standard_normal(16000 * 20) * 3000).astype(np.int16)  # loud, never committed
+    slowest = 0.0
+    for i in range(0, len(noise), 3200):
+        t = time.perf_counter()
+        stream.push_audio(noise[i : i + 3200])
+        slowest = max(slowest, time.perf_counter() - t)
+    assert slowest < 0.05
+    assert stream.retained_seconds <= 2.0 + 0.2
+    assert stream.stats["dropped_samples"] > 0
+    stream.close()
+    engine.close()
+
+
+def test_close_releases_at_once(server: ScribeTestServer) -> None:
+    engine = engine_for(server)
+    stream = engine.stream("r/p")
+    stream.push_audio(script_audio())
+    Run(stream).wait(lambda: len(server.records()) == 1)
+    t = time.perf_counter()
+    engine.close()
+    assert time.perf_counter() - t < 0.1
+    assert stream.poll() is not None  # still safe to call
+
+
+# ------------------------------------------------------------------------------------------ secrets
+def test_api_key_never_in_logs_errors_or_reprs(
+    server: ScribeTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.plan(MID_SECOND, Fault("error", error_type="rate_limited", at_audio_s=0.5))
+    with caplog.at_level(logging.DEBUG):  # websockets logs request headers at DEBUG
+        engine = engine_for(server)
+        run = transcribe(server)
+        assert_finals(run)
+        bad = engine_for(server, key=KEY + "-wrong")
+        failed = Run(bad.stream("r/p"))
+        failed.push(script_audio())
+        failed.finish()
+        bad.close()
+    assert "xi-api-key" in caplog.text  # the header was logged ...
+    assert KEY not in caplog.text  # ... but not its value
+    assert failed.error is not None and KEY not in str(failed.error) and KEY not in repr(failed.error)
+    for obj in (engine, engine.url, run.stream, engine.options):
+        assert KEY not in repr(obj) and KEY not in str(obj)
+    engine.close()
+
+
+def test_missing_key_is_refused(server: ScribeTestServer) -> None:
+    with pytest.raises(SttError, match="ELEVENLABS_API_KEY"):
+        ElevenLabsEngine(Settings(elevenlabs_base_url=server.url))
