@@ -1,9 +1,10 @@
 """The Flask app factory: ``create_app(settings)`` builds the REST API from a settings object.
 
-One blueprint per resource (rooms, tokens, webhooks, health, openapi). The outside things the routes
-use (RoomService client, token minter, webhook verifier, room-event publisher) are built here from the
-settings, or passed in by tests, and reached through ``services()``. With LiveKit unconfigured the app
-still starts: health says so and the LiveKit routes answer 503.
+One blueprint per resource (rooms, tokens, webhooks, health, transcripts, openapi). The outside things
+the routes use (RoomService client, token minter, webhook verifier, room-event publisher, transcript
+store) are built here from the settings, or passed in by tests, and reached through ``services()``.
+With LiveKit unconfigured the app still starts: health says so and the LiveKit routes answer 503. The
+transcript store is opened on first use, so an unreachable database makes only its routes answer 503.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import atexit
 import logging
 import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app
 
@@ -21,6 +24,9 @@ from connectors.room_events import KafkaRoomEventPublisher, RoomEventPublisher
 from quantcoach.settings import Secret, Settings
 from web.auth import ApiKeys, install_access_control
 from web.errors import ApiError, register_error_handlers
+
+if TYPE_CHECKING:
+    from web.transcripts import StoreAccess
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,7 @@ class Services:
     minter: TokenMinter | None
     webhooks: WebhookVerifier | None
     publisher: RoomEventPublisher | None
+    store: StoreAccess | None = None  # the transcript store, opened on first use
     # health's cached LiveKit probe: (monotonic time, reachable)
     probe: tuple[float, bool] = (-math.inf, False)
     probe_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -47,6 +54,11 @@ class Services:
         if self.minter is None:
             raise _not_configured()
         return self.minter
+
+    def need_store(self) -> StoreAccess:
+        if self.store is None:  # only a Services built by hand lacks one
+            raise ApiError(503, "store_unavailable", "no transcript store configured")
+        return self.store
 
 
 def _not_configured() -> ApiError:
@@ -71,14 +83,18 @@ def create_app(
     *,
     rooms: RoomsClient | None = None,
     publisher: RoomEventPublisher | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> Flask:
-    """Build the app. ``rooms`` and ``publisher`` replace the ones built from ``settings`` (tests)."""
+    """Build the app. ``rooms`` and ``publisher`` replace the ones built from ``settings`` (tests);
+    ``config`` overrides Flask config keys, e.g. the event stream's ``SSE_*`` timings."""
     # Blueprints import services() from here; importing them late keeps that cycle harmless.
-    from web import health, openapi, tokens, webhooks
+    from web import health, openapi, tokens, transcripts, webhooks
     from web import rooms as rooms_bp
 
     app = Flask("quantcoach.web")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config.update(transcripts.SSE_DEFAULTS)
+    app.config.update(config or {})
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.converters["room"] = rooms_bp.RoomConverter
     logging.getLogger("web").setLevel(settings.log_level.upper())
@@ -102,6 +118,7 @@ def create_app(
         minter=TokenMinter(key, secret, settings.token_ttl_s) if settings.livekit_configured else None,
         webhooks=WebhookVerifier(key, secret) if has_keys else None,
         publisher=publisher,
+        store=transcripts.StoreAccess(settings.database_url),
     )
 
     register_error_handlers(app)
@@ -109,7 +126,7 @@ def create_app(
     if not api_keys:
         log.warning("QUANTCOACH_API_KEYS is empty: every protected route answers 403")
     install_access_control(app, api_keys, settings.cors_origin_list)
-    for bp in (health.bp, rooms_bp.bp, tokens.bp, webhooks.bp, openapi.bp):
+    for bp in (health.bp, rooms_bp.bp, tokens.bp, webhooks.bp, transcripts.bp, openapi.bp):
         app.register_blueprint(bp)
 
     @app.after_request

@@ -13,9 +13,11 @@ from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 
 from connectors.livekit_rooms import ROLES
+from quantcoach.records import SPEAKER_ROLES, TRANSCRIPT_SCHEMA, WINDOW_REASONS, WINDOW_SCHEMA
 from web.errors import IDENTITY_RE, NAME_MAX, RESERVED_ROOM_NAMES, ROOM_NAME_RE
 from web.health import version
 from web.rooms import EMPTY_TIMEOUT_LIMIT, MAX_PARTICIPANTS_LIMIT
+from web.transcripts import FORMATS
 
 bp = Blueprint("openapi", __name__)
 
@@ -41,18 +43,19 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "invalid input",
         401: "missing or invalid API key (webhook: invalid signature)",
         403: "no API keys configured on the server, or CORS origin not allowed",
-        404: "unknown room",
+        404: "unknown room (transcript routes: nothing stored for the room)",
         405: "method not allowed (`/rooms/create` is a route, so no room is called `create`)",
         409: "room already exists",
         413: "request body too large",
         415: "body is not application/json",
         502: "LiveKit rejected the request (server credentials or configuration)",
-        503: "LiveKit not configured or unreachable, or Kafka unavailable",
+        503: "LiveKit not configured or unreachable, Kafka unavailable, or the transcript store unavailable",
     }
     return {str(s): _json(_ref("Error"), words[s]) for s in statuses}
 
 
 _AUTH_ERRORS = (401, 403)
+_STORE_ERRORS = (400, *_AUTH_ERRORS, 404, 503)
 _LIVEKIT_ERRORS = (502, 503)
 
 
@@ -180,6 +183,77 @@ def build_document() -> dict[str, Any]:
             "required": ["status", "message"],
             "properties": {"status": {"type": "string"}, "message": {"type": "string"}},
         },
+        "Transcript": {
+            "type": "object",
+            "description": "A final transcript, as on the `interview.transcripts` topic",
+            "required": [
+                "schema",
+                "room",
+                "participant",
+                "speaker",
+                "name",
+                "utterance_id",
+                "text",
+                "is_final",
+                "start",
+                "end",
+                "engine",
+                "emitted_at",
+            ],
+            "properties": {
+                "schema": {"type": "string", "enum": [TRANSCRIPT_SCHEMA]},
+                "room": {"type": "string"},
+                "participant": {"type": "string", "description": "identity"},
+                "speaker": {"type": "string", "description": f"role: {' | '.join(SPEAKER_ROLES)}"},
+                "name": {"type": "string"},
+                "utterance_id": {"type": "string"},
+                "text": {"type": "string"},
+                "is_final": {"type": "boolean"},
+                "start": {"type": "number", "description": "media seconds"},
+                "end": {"type": "number", "description": "media seconds"},
+                "engine": {"type": "string"},
+                "emitted_at": {"type": "string", "description": "ISO 8601 UTC"},
+            },
+        },
+        "Segment": {
+            "type": "object",
+            "required": ["participant", "speaker", "name", "text", "start", "end"],
+            "properties": {
+                "participant": {"type": "string"},
+                "speaker": {"type": "string"},
+                "name": {"type": "string"},
+                "text": {"type": "string"},
+                "start": {"type": "number"},
+                "end": {"type": "number"},
+            },
+        },
+        "Window": {
+            "type": "object",
+            "description": "An evaluation window, as on the `interview.windows` topic",
+            "required": ["schema", "room", "window_id", "seq", "start", "end", "reason", "segments", "text"],
+            "properties": {
+                "schema": {"type": "string", "enum": [WINDOW_SCHEMA]},
+                "room": {"type": "string"},
+                "window_id": {"type": "string", "description": "`<room>:<seq>`"},
+                "seq": {"type": "integer", "minimum": 0},
+                "start": {"type": "number", "description": "media seconds"},
+                "end": {"type": "number", "description": "media seconds"},
+                "reason": {"type": "string", "enum": list(WINDOW_REASONS)},
+                "segments": {"type": "array", "items": _ref("Segment")},
+                "text": {"type": "string", "description": "`Interviewer: ...` lines"},
+                "emitted_at": {"type": "string"},
+            },
+        },
+        "RoomEvent": {
+            "type": "object",
+            "description": "One Server-Sent Event of `/rooms/{name}/events`",
+            "required": ["event", "data", "id"],
+            "properties": {
+                "event": {"type": "string", "enum": ["transcript", "window"]},
+                "data": {"type": "string", "description": "the record's JSON (`Transcript` or `Window`)"},
+                "id": {"type": "string", "pattern": "^[0-9]+$", "description": "the store position"},
+            },
+        },
         "WebhookAck": {
             "type": "object",
             "required": ["status", "event", "forwarded"],
@@ -258,6 +332,81 @@ def build_document() -> dict[str, Any]:
                 },
             }
         },
+        "/rooms/{name}/transcript": {
+            "get": {
+                "operationId": "getTranscript",
+                "summary": "The room's final transcripts in media-time order",
+                "parameters": [
+                    room_param,
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "description": "only transcripts starting at or after this media time (s)",
+                        "schema": {"type": "number", "minimum": 0},
+                    },
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "description": "`text`: one `Interviewer: ...` line per transcript",
+                        "schema": {"type": "string", "enum": list(FORMATS), "default": "json"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "transcripts (JSON records, or text lines with `format=text`)",
+                        "content": {
+                            "application/json": {"schema": {"type": "array", "items": _ref("Transcript")}},
+                            "text/plain": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(*_STORE_ERRORS),
+                },
+            }
+        },
+        "/rooms/{name}/windows": {
+            "get": {
+                "operationId": "getWindows",
+                "summary": "The room's evaluation windows in order",
+                "parameters": [room_param],
+                "responses": {
+                    "200": _json({"type": "array", "items": _ref("Window")}, "windows"),
+                    **_errors(*_STORE_ERRORS),
+                },
+            }
+        },
+        "/rooms/{name}/events": {
+            "get": {
+                "operationId": "roomEvents",
+                "summary": "Server-Sent Events: the room's stored records, then new ones as they land",
+                "description": "Events `transcript` and `window`; `data` is the record's JSON on one line, "
+                "`id` its store position (increasing). The stream starts with `retry: <ms>`, sends "
+                "`: keep-alive` comments while idle and ends after a server-set lifetime (or `max_s`); "
+                "reconnect with `Last-Event-ID` to get exactly the records after that id.",
+                "parameters": [
+                    room_param,
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "description": "resume after this event id (EventSource sends it when it "
+                        "reconnects); absent or empty: from the room's first record",
+                        "schema": {"type": "string", "pattern": "^[0-9]{0,18}$"},
+                    },
+                    {
+                        "name": "max_s",
+                        "in": "query",
+                        "description": "end the stream after this many seconds (the server caps it)",
+                        "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "an event stream (the schema is one event's, as OpenAPI 3.0 reads it)",
+                        "content": {"text/event-stream": {"schema": _ref("RoomEvent")}},
+                    },
+                    **_errors(*_STORE_ERRORS),
+                },
+            }
+        },
         "/livekit/webhook": {
             "post": {
                 "operationId": "livekitWebhook",
@@ -300,7 +449,8 @@ def build_document() -> dict[str, Any]:
         "info": {
             "title": "QuantCoach API",
             "version": version(),
-            "description": "Rooms and tokens for live mock interviews. Errors are "
+            "description": "Rooms and tokens for live mock interviews, and their stored transcripts and "
+            "windows (read, or followed live as Server-Sent Events). Errors are "
             '`{"error": {"code", "message"}}`. Every route but `/`, `/health`, `/docs` and the LiveKit '
             "webhook requires `Authorization: Bearer <API key>`.",
         },
