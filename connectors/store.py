@@ -32,6 +32,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
 )
 from sqlalchemy.engine import make_url
 
@@ -55,6 +56,7 @@ records = Table(
     Index("ix_records_room_kind_start", "room", "kind", "start"),
 )
 
+POSITION_LOCK = 0x5143_5354  # advisory lock id ("QCST") serialising writers on PostgreSQL
 KINDS = {TRANSCRIPT_SCHEMA: "transcript", WINDOW_SCHEMA: "window"}
 
 
@@ -82,6 +84,10 @@ class Store:
             return 0
         insert = _insert_ignoring_duplicates(self.engine)
         with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                # Positions are SSE event ids: writers must commit them in order, or a reader could see
+                # 11 before 10 commits and never send 10. SQLite already serialises writers.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": POSITION_LOCK})
             result = conn.execute(insert.returning(records.c.position), rows)
             return len(result.all())
 

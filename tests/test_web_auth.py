@@ -55,6 +55,9 @@ def test_every_route_but_the_public_ones_needs_a_key(app: Flask, client: FlaskCl
         "/rooms",
         "/rooms/mock-1/participants",
         "/rooms/mock-1",
+        "/rooms/mock-1/transcript",
+        "/rooms/mock-1/windows",
+        "/rooms/mock-1/events",
         "/openapi.json",
     }
     for method, path in routes:
