@@ -92,6 +92,7 @@ class RoomWindowing(StatefulLogic[Any, EvaluationWindow, dict[str, Any]]):
         self._now = now or (lambda: datetime.now(UTC))
         self.buf = WindowBuffer("")  # the room is learnt from the first item (builders get no key)
         self.marks: dict[str, float] = {}
+        self.starts: dict[str, float] = {}  # participant -> start of its latest track
         self.pending: list[tuple[tuple[float, str, str], Transcript]] = []
         self.last_new_at: datetime | None = None
         if resume:
@@ -102,6 +103,7 @@ class RoomWindowing(StatefulLogic[Any, EvaluationWindow, dict[str, Any]]):
                 [Segment(**s) for s in resume["new"]],
             )
             self.marks = dict(resume["marks"])
+            self.starts = dict(resume.get("starts", {}))
             self.pending = [(_order_key(t), t) for t in (Transcript(**p) for p in resume["pending"])]
             heapq.heapify(self.pending)
 
@@ -110,10 +112,16 @@ class RoomWindowing(StatefulLogic[Any, EvaluationWindow, dict[str, Any]]):
         if not self.buf.room:
             self.buf.room = value.participant.room if isinstance(value, ParticipantAnnounce) else value.room
         if isinstance(value, ParticipantAnnounce):
-            for p in value.roster:
-                # unknown, or rejoining after its track ended: held back from its (new) start
-                if p.identity not in self.marks or math.isinf(self.marks[p.identity]):
+            me = value.participant
+            for p in (me, *value.roster):
+                # Hold the room back from a track's start when it is new, or a genuine rejoin (the
+                # announced participant itself, or a roster entry with a later start). A roster entry
+                # whose track ended and that has not come back is not waited for.
+                known = self.starts.get(p.identity)
+                rejoined = p.identity == me.identity or (known is not None and p.offset_s > known)
+                if known is None or (rejoined and math.isinf(self.marks.get(p.identity, math.inf))):
                     self.marks[p.identity] = p.offset_s
+                    self.starts[p.identity] = p.offset_s
         elif isinstance(value, ProgressMark):
             # marks only move forward, except a rejoin (handled on announce above)
             self.marks[value.participant] = max(
@@ -152,6 +160,7 @@ class RoomWindowing(StatefulLogic[Any, EvaluationWindow, dict[str, Any]]):
             "context": [asdict(s) for s in self.buf.context],
             "new": [asdict(s) for s in self.buf.new],
             "marks": dict(self.marks),
+            "starts": dict(self.starts),
             "pending": [asdict(t) for _, t in self.pending],
         }
 

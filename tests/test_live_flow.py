@@ -562,14 +562,6 @@ def test_everyone_leaves_then_comes_back_window_ids_continue(whisper) -> None:
         check_words(run, role, turns(role))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (operators/windowing.py, RoomWindowing.on_item): an announce resets the mark of every "
-    "roster entry whose mark is +inf to that entry's offset_s, as if it were rejoining. The live "
-    "source's roster keeps participants who have left, so when anyone (re)joins after a participant "
-    "left for good, the departed one's mark drops back to its old offset and, with no track left to "
-    "send marks, holds the room's windows back until the room ends.",
-)
 def test_windows_keep_flowing_after_a_participant_leaves_for_good_and_another_joins(whisper) -> None:
     """The interviewer drops out for good at 19.4 s; a second interviewer joins at 29 s and asks the
     remaining questions. Its question, the candidate's answer and its closing line make a

@@ -223,3 +223,20 @@ def test_rejoin_continues_window_ids() -> None:
     logic.on_item(tr(iv, 1, 55, 57))
     second, _ = logic.on_item(ProgressMark("r", "iv", math.inf, math.inf))
     assert [w.window_id for w in second] == ["r:1"]
+
+
+def test_a_participant_who_left_for_good_is_not_waited_for_when_another_joins() -> None:
+    iv, cand = ROSTER
+    late = Participant("r", "iv2", "Sam", "interviewer", offset_s=30.0)
+    logic = RoomWindowing(WindowRules(100, 10, 1))
+    logic.on_item(ParticipantAnnounce(iv, ROSTER))
+    logic.on_item(tr(iv, 0, 0, 2))
+    logic.on_item(ProgressMark("r", "iv", math.inf, math.inf))  # the interviewer leaves for good
+    logic.on_item(tr(cand, 0, 3, 5))
+    logic.on_item(ProgressMark("r", "cand", 20, 20))
+    # a new participant joins; the roster still lists the one who left, at its old start
+    windows, _ = logic.on_item(ParticipantAnnounce(late, (iv, cand, late)))
+    windows += logic.on_item(tr(cand, 1, 21, 22))[0]
+    windows += logic.on_item(ProgressMark("r", "cand", 25, 25))[0]
+    assert [w.reason for w in windows] == ["speaker_change"]  # released without waiting for "iv"
+    assert logic.marks["iv"] == math.inf and logic.marks["iv2"] == 30.0
