@@ -65,6 +65,7 @@ from livekit import api, rtc
 
 from connectors.aio import LoopThread
 from connectors.live_recorder import LiveRecorder
+from connectors.livekit_rooms import grants_for
 from quantcoach.records import AudioChunk, Participant, ParticipantAnnounce, TrackEnd, participant_key
 from quantcoach.settings import Settings
 
@@ -101,23 +102,14 @@ def worker_for_room(room: str, worker_count: int) -> int:
 
 
 def agent_token(settings: Settings, room: str) -> str:
-    """A JWT for the hidden transcription agent: join ``room``, subscribe only."""
-    grants = api.VideoGrants(
-        room_join=True,
-        room=room,
-        hidden=True,
-        agent=True,
-        can_subscribe=True,
-        can_publish=False,
-        can_publish_data=False,
-    )
+    """A JWT for the hidden transcription agent: join ``room``, subscribe only (the API's agent grants)."""
     return (
         api.AccessToken(settings.livekit_api_key.reveal(), settings.livekit_api_secret.reveal())
         .with_identity(settings.agent_identity)
         .with_name("QuantCoach transcriber")
         .with_kind("agent")
         .with_ttl(timedelta(seconds=settings.token_ttl_s))
-        .with_grants(grants)
+        .with_grants(grants_for("agent", room))
         .to_jwt()
     )
 
