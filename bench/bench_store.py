@@ -20,17 +20,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import random
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +39,7 @@ from connectors.store import Store
 from connectors.store_job import StoreJob
 from quantcoach.records import EvaluationWindow, Segment, Transcript, dumps
 from tests.kafka_broker import TansuBroker
-from tests.postgres_server import _bin_dir, _free_port
+from tests.postgres_server import postgres_server
 from tests.test_web_transcripts import GunicornServer, SSEClient
 from web.transcripts import SSE_DEFAULTS
 
@@ -73,37 +69,6 @@ def window(room: str, seq: int) -> dict[str, Any]:
         for k in range(8)
     )
     return EvaluationWindow(room, seq, "length", segs).to_record()
-
-
-@contextlib.contextmanager
-def postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL server, as tests/postgres_server.py starts it (fsync off: a benchmark of
-    our code path, not of the disk)."""
-    bindir = _bin_dir()
-    if bindir is None:
-        raise RuntimeError("PostgreSQL server binaries not installed (apt-get install postgresql)")
-    data = tempfile.mkdtemp(prefix="qc-pg-bench-")
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses root
-        shutil.chown(data, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    subprocess.run(
-        [*as_user, f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "qc", "--no-sync"],
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {data} -c fsync=off"
-    subprocess.run(
-        [*as_user, f"{bindir}/pg_ctl", "-D", data, "-o", opts, "-l", f"{data}/log", "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+psycopg://qc@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "stop"], capture_output=True)
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def produce(servers: str, topics: tuple[str, str], n: int) -> int:
@@ -212,7 +177,7 @@ def main() -> int:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="qc-bench-store-")))
         backends = {"sqlite": f"sqlite:///{workdir}/store.db"}
         if not args.no_postgres:
-            backends["postgresql"] = stack.enter_context(postgres())
+            backends["postgresql"] = stack.enter_context(postgres_server())
 
         broker = stack.enter_context(TansuBroker())
         topics = ("bench.transcripts", "bench.windows")
