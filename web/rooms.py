@@ -99,21 +99,24 @@ def list_rooms() -> ResponseReturnValue:
     return jsonify([room_json(r) for r in rooms])
 
 
-@bp.get("/rooms/<room:name>/participants")
-def list_participants(name: str) -> ResponseReturnValue:
+def _existing_room(name: str) -> tuple[str, Any]:
+    """The validated name and the RoomService client; 404 when LiveKit has no such room."""
     name = errors.room_name(name, "room name")
     rooms = services().need_rooms()
     if rooms.get_room(name) is None:
         raise ApiError(404, "room_not_found", f"room {name!r} not found")
+    return name, rooms
+
+
+@bp.get("/rooms/<room:name>/participants")
+def list_participants(name: str) -> ResponseReturnValue:
+    name, rooms = _existing_room(name)
     return jsonify([participant_json(p) for p in rooms.list_participants(name)])
 
 
 @bp.delete("/rooms/<room:name>")
 def delete_room(name: str) -> ResponseReturnValue:
-    name = errors.room_name(name, "room name")
-    rooms = services().need_rooms()
-    if rooms.get_room(name) is None:
-        raise ApiError(404, "room_not_found", f"room {name!r} not found")
+    name, rooms = _existing_room(name)
     rooms.delete_room(name)
     log.info("room deleted: %s", name)
     return jsonify({"status": "success", "message": f"Room {name} deleted"})

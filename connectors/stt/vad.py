@@ -9,6 +9,7 @@ audio from the open utterance (plus padding) is kept, so hours of silence cost n
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,8 +58,10 @@ class StreamingVad:
         self._c = np.zeros((1, 1, 128), np.float32)
         self._context = np.zeros(CONTEXT, np.float32)
         self._pending = np.zeros(0, np.float32)  # < WINDOW samples not yet decided on
-        self._buf = np.zeros(0, np.float32)  # retained audio, starting at sample _buf_start
+        # retained audio as the pushed pieces (no per-chunk copy of the whole utterance), from _buf_start
+        self._pieces: deque[np.ndarray] = deque()
         self._buf_start = 0
+        self._buf_len = 0
         self._decided = 0  # samples covered by VAD decisions
         self._speech_start: int | None = None
         self._last_voiced_end = 0
@@ -73,7 +76,7 @@ class StreamingVad:
     @property
     def position(self) -> int:
         """Samples received."""
-        return self._buf_start + len(self._buf)
+        return self._buf_start + self._buf_len
 
     def settled(self) -> int:
         """Sample index before which no future utterance will start."""
@@ -83,7 +86,8 @@ class StreamingVad:
 
     def push(self, x: np.ndarray) -> list[Utterance]:
         """Feed float32 mono samples; returns utterances that ended within them."""
-        self._buf = np.concatenate([self._buf, x]) if len(self._buf) else x.astype(np.float32, copy=True)
+        self._pieces.append(x.astype(np.float32, copy=True))
+        self._buf_len += len(x)
         self._pending = np.concatenate([self._pending, x]) if len(self._pending) else x
         n = len(self._pending) // WINDOW
         if n == 0:
@@ -150,14 +154,16 @@ class StreamingVad:
         if voiced < self._min_speech and not keep_open:
             return None
         self._prev_end = end
-        audio = self._buf[start - self._buf_start : end - self._buf_start].copy()
+        retained = np.concatenate(self._pieces) if self._pieces else np.zeros(0, np.float32)
+        audio = retained[start - self._buf_start : end - self._buf_start].copy()
         return Utterance(start, end, audio)
 
     def _trim(self) -> None:
         keep_from = (
             self._speech_start - self._pad if self._speech_start is not None else self._decided - self._pad
         )
-        drop = max(0, keep_from - self._buf_start)
-        if drop:
-            self._buf = self._buf[drop:]
-            self._buf_start += drop
+        # drop whole pieces that end before keep_from (a piece is ~200 ms, so at most that much extra is kept)
+        while self._pieces and self._buf_start + len(self._pieces[0]) <= keep_from:
+            piece = self._pieces.popleft()
+            self._buf_start += len(piece)
+            self._buf_len -= len(piece)
