@@ -8,7 +8,6 @@ the whole session: every final transcript is a new segment of exactly one window
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +15,10 @@ from pathlib import Path
 import jiwer
 import pytest
 
+from tests.support.speech import WER_LIMIT, normalise
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "interview"
-#: Whisper tiny.en on the espeak-ng voices measured 0.19 (interviewer) and 0.28 (candidate) here;
-#: 0.4 leaves room for int8 kernels that differ between CPUs.
-WER_LIMIT = 0.4
-
-
-def normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^a-z0-9' ]", " ", text.lower().replace("-", " "))).strip()
 
 
 @pytest.fixture(scope="module")
