@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from quantcoach.settings import env_names
+from quantcoach.settings import Settings, env_names
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -23,6 +23,7 @@ def test_stack_has_every_part_with_a_pinned_official_image() -> None:
     assert SERVICES["kafka"]["image"].startswith("apache/kafka:3.")
     for name in ("api", "flow", "store"):
         assert SERVICES[name]["build"] == "."
+    assert SERVICES["edge"]["image"].startswith("nginx:1.")
     for name, svc in SERVICES.items():
         image = svc.get("image", "")
         assert not image.endswith(":latest") or "build" in svc, f"{name}: pin the image version"
@@ -60,8 +61,14 @@ def test_commands_are_real_entry_points() -> None:
     assert "bytewax.run" in flow_cmd and "flows.interview:flow" in flow_cmd
 
 
-def test_ports_are_published() -> None:
-    assert "8000:8000" in SERVICES["api"]["ports"]
+def test_ports_are_published_and_the_api_only_through_the_edge() -> None:
+    assert "ports" not in SERVICES["api"], "gunicorn must not be published: nginx is the edge"
+    assert "8080:8080" in SERVICES["edge"]["ports"]
+    edge_env = SERVICES["edge"]["environment"]
+    assert edge_env["QUANTCOACH_API_UPSTREAM"] == "api:8000"
+    assert edge_env["MAX_BODY_BYTES"] == str(Settings.from_env({}).max_body_bytes)
+    mounts = " ".join(SERVICES["edge"]["volumes"])
+    assert "deploy/nginx/quantcoach.conf.template:/etc/nginx/templates/" in mounts
     assert "7880:7880" in SERVICES["livekit"]["ports"]
     assert any(p.startswith("9094") for p in SERVICES["kafka"]["ports"])
 
