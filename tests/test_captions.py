@@ -71,6 +71,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     yield loop
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
+    loop.close()
 
 
 def settle(loop: asyncio.AbstractEventLoop) -> None:
