@@ -24,9 +24,10 @@ from bytewax.run import cli_main
 
 from connectors.recording import load_session
 from connectors.replay_source import ReplaySource
-from connectors.stt.noop import NoopEngine
 from flows.interview import FlowSinks, build_flow
 from quantcoach.settings import Settings
+from stt.noop import NoopEngine
+from stt.pcm import STT_SAMPLE_RATE, to_float32
 
 RATE, CHANNELS = 48_000, 2
 
@@ -62,16 +63,16 @@ def timed(fn) -> tuple[float, float]:
 def soxr_oneshot(files: list[Path]) -> None:
     for f in files:
         x, r = sf.read(f, dtype="float32")
-        soxr.resample(x.mean(axis=1), r, 16_000)
+        soxr.resample(x.mean(axis=1), r, STT_SAMPLE_RATE)
 
 
 def soxr_stream(files: list[Path]) -> None:
     for f in files:
         x, r = sf.read(f, dtype="int16")
-        stream = soxr.ResampleStream(r, 16_000, 1, dtype="float32")
+        stream = soxr.ResampleStream(r, STT_SAMPLE_RATE, 1, dtype="float32")
         step = r // 5
         for i in range(0, len(x), step):
-            stream.resample_chunk(x[i : i + step].astype(np.float32).mean(axis=1) / 32768.0)
+            stream.resample_chunk(to_float32(x[i : i + step]).mean(axis=1))
         stream.resample_chunk(np.zeros(0, np.float32), last=True)
 
 

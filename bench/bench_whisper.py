@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import jiwer
-import numpy as np
 import soxr
 
 from connectors.recording import TrackReader, load_session
-from connectors.stt import engine_for
 from quantcoach.settings import Settings
+from stt.engines import engine_for
+from stt.pcm import STT_SAMPLE_RATE, to_float32, to_int16
 
 
 def normalise(text: str) -> str:
@@ -49,12 +49,13 @@ def main() -> int:
     total_audio = total_wall = total_cpu = 0.0
     for track in session.tracks:
         reader = TrackReader(track)
-        x = reader.read(track.frames).astype(np.float32).mean(axis=1) / 32768.0
-        pcm = (soxr.resample(x, track.sample_rate, 16_000) * 32767).astype(np.int16)
+        x = to_float32(reader.read(track.frames)).mean(axis=1)
+        pcm = to_int16(soxr.resample(x, track.sample_rate, STT_SAMPLE_RATE))
         w0, c0 = time.perf_counter(), cpu()
         stream = engine.stream(track.participant.key)
-        for i in range(0, len(pcm), 3200):
-            stream.push_audio(pcm[i : i + 3200])
+        step = STT_SAMPLE_RATE // 5  # 200 ms, as the flow pushes
+        for i in range(0, len(pcm), step):
+            stream.push_audio(pcm[i : i + step])
         stream.end_input()
         texts = []
         while not stream.done:
@@ -62,7 +63,7 @@ def main() -> int:
             time.sleep(0.002)
         texts.extend(e.text for e in stream.poll())
         wall, cpu_s = time.perf_counter() - w0, cpu() - c0
-        audio_s = len(pcm) / 16_000
+        audio_s = len(pcm) / STT_SAMPLE_RATE
         total_audio, total_wall, total_cpu = total_audio + audio_s, total_wall + wall, total_cpu + cpu_s
         heard.setdefault(track.participant.role, []).extend(texts)
         print(

@@ -1,4 +1,4 @@
-"""Per-participant resampling to 16 kHz mono with one soxr ``ResampleStream`` per track.
+"""Per-participant resampling to 16 kHz mono (``STT_SAMPLE_RATE``), one soxr ``ResampleStream`` a track.
 
 A stream (not per-chunk ``soxr.resample``) keeps the filter state across chunk boundaries, so the
 output is the same as resampling the whole track at once: no clicks every 200 ms. Output chunks carry
@@ -15,10 +15,10 @@ import soxr
 from bytewax.operators import StatefulLogic
 
 from quantcoach.records import AudioChunk, ParticipantAnnounce, TrackEnd
+from stt.pcm import STT_SAMPLE_RATE, to_float32, to_int16
 
 log = logging.getLogger(__name__)
 
-TARGET_RATE = 16_000
 #: A live track that pauses (mute, network) restarts its stream when the gap exceeds this; shorter
 #: gaps are filled with silence so that media time stays contiguous for the STT engine.
 MAX_FILLED_GAP_S = 30.0
@@ -28,14 +28,10 @@ GAP_TOLERANCE_S = 0.02
 
 def to_mono_float(samples: np.ndarray) -> np.ndarray:
     """int16 (frames,) or (frames, channels) -> float32 mono in [-1, 1]."""
-    x = samples.astype(np.float32) * (1.0 / 32768.0)
+    x = to_float32(samples)
     if x.ndim == 2:
         x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
     return x
-
-
-def to_int16(x: np.ndarray) -> np.ndarray:
-    return (np.clip(x, -1.0, 32767.0 / 32768.0) * 32768.0).round().astype(np.int16)
 
 
 class TrackResampler:
@@ -64,7 +60,7 @@ class TrackResampler:
             elif gap > GAP_TOLERANCE_S:
                 x = np.concatenate([np.zeros(round(gap * self._in_rate), np.float32), x])
         if self._stream is None:
-            self._stream = soxr.ResampleStream(chunk.sample_rate, TARGET_RATE, 1, dtype="float32")
+            self._stream = soxr.ResampleStream(chunk.sample_rate, STT_SAMPLE_RATE, 1, dtype="float32")
             self._in_rate = chunk.sample_rate
             self._base = chunk.start
             self._in_frames = self._out_frames = 0
@@ -83,9 +79,9 @@ class TrackResampler:
     def _emit(self, y: np.ndarray) -> list[AudioChunk]:
         if len(y) == 0:
             return []
-        start = self._base + self._out_frames / TARGET_RATE
+        start = self._base + self._out_frames / STT_SAMPLE_RATE
         self._out_frames += len(y)
-        return [AudioChunk(self.room, self.participant, to_int16(y), TARGET_RATE, start)]
+        return [AudioChunk(self.room, self.participant, to_int16(y), STT_SAMPLE_RATE, start)]
 
 
 class ResampleLogic(StatefulLogic[Any, Any, None]):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,7 +19,6 @@ from typing import Any
 import numpy as np
 from bytewax.operators import StatefulLogic
 
-from connectors.stt.protocol import SttEngine, SttError, SttEvent, SttStream
 from quantcoach.records import (
     AudioChunk,
     Participant,
@@ -29,6 +27,8 @@ from quantcoach.records import (
     TrackEnd,
     Transcript,
 )
+from stt.pcm import STT_SAMPLE_RATE, SampleBuffer
+from stt.protocol import SttEngine, SttError, SttEvent, SttStream
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +44,25 @@ MAX_GAP_S = 5.0
 class _OpenStream:
     stream: SttStream
     base: float  # media time of the stream's sample 0
-    pushed: int = 0  # samples pushed
-    # Audio not yet covered by a final transcript, as (media start, pcm): what a recovered flow must
-    # push again, since an STT engine's own state (VAD, open utterance, server session) is not saved.
-    retained: deque[tuple[float, np.ndarray]] = field(default_factory=deque)
+    # Audio not yet covered by a final transcript, by stream sample: what a recovered flow must push
+    # again, since an STT engine's own state (VAD, open utterance, server session) is not saved.
+    retained: SampleBuffer = field(default_factory=SampleBuffer)
 
     @property
     def position(self) -> float:
-        return self.base + self.pushed / 16_000
+        return self.base + self.retained.end / STT_SAMPLE_RATE
 
     def push(self, pcm: np.ndarray) -> None:
         self.stream.push_audio(pcm)
-        self.retained.append((self.position, pcm))
-        self.pushed += len(pcm)
+        self.retained.append(pcm)
 
     def trim(self) -> None:
-        settled = self.base + self.stream.settled()
-        while self.retained and self.retained[0][0] + len(self.retained[0][1]) / 16_000 <= settled:
-            self.retained.popleft()
+        settled = self.stream.settled()  # stream seconds, a whole number of samples (or inf)
+        self.retained.drop_pieces_before(settled if math.isinf(settled) else round(settled * STT_SAMPLE_RATE))
 
     def saved(self, ended: bool) -> dict[str, Any]:
-        start = self.retained[0][0] if self.retained else self.position
-        pcm = np.concatenate([a for _, a in self.retained]) if self.retained else np.zeros(0, np.int16)
-        return {"start": start, "pcm": pcm.astype(np.int16).tobytes(), "ended": ended}
+        start = self.base + self.retained.start / STT_SAMPLE_RATE
+        return {"start": start, "pcm": self.retained.read_all().astype(np.int16).tobytes(), "ended": ended}
 
 
 class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
@@ -152,8 +148,9 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
         """Re-open a stream from a snapshot and push again the audio it had not finalised."""
         s = _OpenStream(self.engine.stream(self.key), saved["start"])
         pcm = np.frombuffer(saved["pcm"], dtype=np.int16)
-        for i in range(0, len(pcm), 3200):  # in ~200 ms pieces, as live audio arrives
-            s.push(pcm[i : i + 3200])
+        piece = STT_SAMPLE_RATE // 5  # in 200 ms pieces, as live audio arrives
+        for i in range(0, len(pcm), piece):
+            s.push(pcm[i : i + piece])
         if saved["ended"]:
             s.stream.end_input()
             self.draining.append(s)

@@ -15,6 +15,9 @@ Faults are planned per connection (``plan``) or for every later one (``always``)
 (abort or close frame), answer a documented error type, stall, send malformed JSON and unknown message
 types, slow every message down, or reject the HTTP handshake. An optional idle timeout closes a session
 that receives no ``input_audio_chunk`` for a while, as the real service does.
+
+Timeouts and stalls are on ``server.clock``; give the server and the engine the same ``ManualClock``
+and a test moves time itself instead of sleeping.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import json
 import logging
 import threading
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
@@ -36,9 +40,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from connectors.aio import LoopThread
+from quantcoach.aio import LoopThread
+from stt.clock import SYSTEM_CLOCK, Clock
 
-SR = 16_000
+T = TypeVar("T")
+SR = 16_000  # the protocol's pcm_16000, stated here on its own: the server is the engine's oracle
 VAD_FRAME = SR // 100  # 10 ms decisions
 VOCAB = (
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
@@ -75,6 +81,72 @@ def tone_utterance(text: str, word_s: float = 0.3, gap_s: float = 0.1) -> np.nda
     return np.concatenate(parts)
 
 
+# ------------------------------------------------------------------------------------------ clock
+class ManualClock:
+    """A ``stt.clock.Clock`` whose time moves only on ``advance`` (from any thread; sleepers on any loop)."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+        self._sleepers: list[tuple[float, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+            due = [x for x in self._sleepers if x[0] <= self._now]
+            self._sleepers = [x for x in self._sleepers if x[0] > self._now]
+        for _, loop, fut in due:
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                loop.call_soon_threadsafe(_wake_sleeper, fut)
+
+    async def sleep(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            deadline = self._now + seconds
+            if deadline > self._now:
+                entry = (deadline, loop, fut)
+                self._sleepers.append(entry)
+            else:
+                fut.set_result(None)
+        try:
+            await fut
+        finally:
+            with self._lock:
+                self._sleepers = [x for x in self._sleepers if x[2] is not fut]
+
+    async def wait_for(self, aw: Awaitable[T], timeout: float | None) -> T:
+        if timeout is None:
+            return await aw
+        task = asyncio.ensure_future(aw)
+        timer = asyncio.ensure_future(self.sleep(timeout))
+        try:
+            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # we were cancelled
+            task.cancel()
+            raise
+        finally:
+            timer.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+            if task.cancelled():
+                raise TimeoutError
+        return task.result()  # done, or it finished while being cancelled
+
+    def __repr__(self) -> str:
+        return f"ManualClock(now={self.monotonic():.3f})"
+
+
+def _wake_sleeper(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 # ------------------------------------------------------------------------------------------ faults
 @dataclass(frozen=True)
 class Fault:
@@ -105,6 +177,7 @@ class ConnectionRecord:
     empty_chunks: int = 0
     max_chunk_bytes: int = 0
     commit_requests: int = 0
+    last_chunk_at: float = 0.0  # on the server's clock
     sent: list[str] = field(default_factory=list)  # message types sent
     fault_fired: bool = False
     closed_reason: str = ""
@@ -205,8 +278,10 @@ class ScribeTestServer:
         twin: Literal["after", "before", "none"] = "after",
         idle_timeout_s: float | None = None,
         max_chunk_bytes: int = 128 * 1024,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.api_key = api_key
+        self.clock = clock
         self.auth_failure = auth_failure
         self.twin = twin
         self.idle_timeout_s = idle_timeout_s
@@ -295,7 +370,7 @@ class ScribeTestServer:
 
         async def send(msg: dict[str, Any]) -> None:
             if delay:
-                await asyncio.sleep(delay)
+                await self.clock.sleep(delay)
             record.sent.append(str(msg.get("message_type")))
             await ws.send(json.dumps(msg))
 
@@ -318,7 +393,7 @@ class ScribeTestServer:
             timed = params["include_timestamps"]
             while True:
                 try:
-                    raw = await asyncio.wait_for(ws.recv(), self.idle_timeout_s)
+                    raw = await self.clock.wait_for(ws.recv(), self.idle_timeout_s)
                 except TimeoutError:
                     record.closed_reason = "idle"
                     await ws.close(1000, "")  # the real service closes quiet sockets without an error
@@ -347,6 +422,7 @@ class ScribeTestServer:
                     return
                 pcm = np.frombuffer(data, "<i2")
                 record.chunks += 1
+                record.last_chunk_at = self.clock.monotonic()
                 record.empty_chunks += not len(pcm)
                 record.max_chunk_bytes = max(record.max_chunk_bytes, len(data))
                 record.audio_samples += len(pcm)
@@ -397,7 +473,7 @@ class ScribeTestServer:
             await fail(fault.error_type, f"{fault.error_type} (injected)", code)
             return True
         if fault.kind == "stall":
-            await asyncio.sleep(fault.duration_s)
+            await self.clock.sleep(fault.duration_s)
             return False
         if fault.kind == "malformed":
             for raw in (

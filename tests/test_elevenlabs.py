@@ -13,22 +13,27 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 
-from connectors.stt.elevenlabs import (
-    FATAL_ERRORS,
-    RETRYABLE_ERRORS,
-    SESSION_END_ERRORS,
-    ElevenLabsEngine,
-    ElevenLabsOptions,
-    ElevenLabsStream,
-)
-from connectors.stt.protocol import SttError, SttEvent
 from quantcoach.settings import Secret, Settings
-from tests.elevenlabs_server import ERROR_TYPES, Fault, ScribeTestServer, silence, tone_utterance
+from stt.clock import Clock
+from stt.elevenlabs.engine import ElevenLabsEngine
+from stt.elevenlabs.messages import FATAL_ERRORS, RETRYABLE_ERRORS, SESSION_END_ERRORS
+from stt.elevenlabs.options import ElevenLabsOptions
+from stt.elevenlabs.stream import ElevenLabsStream
+from stt.elevenlabs.twins import Commit, TwinPairer
+from stt.protocol import SttError, SttEvent
+from tests.elevenlabs_server import (
+    ERROR_TYPES,
+    Fault,
+    ManualClock,
+    ScribeTestServer,
+    silence,
+    tone_utterance,
+)
 
 KEY = "sk_test_0123456789abcdef-do-not-log"
 SCRIPT = [(0.5, "alpha bravo"), (2.2, "charlie delta echo"), (4.3, "golf hotel")]
@@ -65,10 +70,19 @@ def server() -> Iterator[ScribeTestServer]:
         yield s
 
 
-def engine_for(server: ScribeTestServer, key: str = KEY, **opts: object) -> ElevenLabsEngine:
+def engine_for(
+    server: ScribeTestServer, key: str = KEY, clock: Clock | None = None, **opts: object
+) -> ElevenLabsEngine:
     settings = Settings(elevenlabs_api_key=Secret(key), elevenlabs_base_url=server.url)
     options = dataclasses.replace(FAST, **opts)  # type: ignore[arg-type]
-    return ElevenLabsEngine(settings, options=options)
+    return ElevenLabsEngine(settings, options=options, clock=clock)
+
+
+@pytest.fixture
+def clock(server: ScribeTestServer) -> ManualClock:
+    """Time for the server and an engine that only moves when the test advances it."""
+    server.clock = ManualClock()
+    return server.clock
 
 
 class Run:
@@ -104,11 +118,14 @@ class Run:
         self.stream.end_input()
         return self.wait(lambda: self.stream.done, timeout)
 
-    def wait(self, cond: object, timeout: float = 4.0) -> Run:
+    def wait(self, cond: object, timeout: float = 4.0, tick: Callable[[], object] | None = None) -> Run:
+        """Poll until ``cond()``; ``tick`` (e.g. moving a ManualClock on) runs between polls."""
         deadline = time.monotonic() + timeout
         while not cond():  # type: ignore[operator]
             assert time.monotonic() < deadline, f"timed out; events so far: {self.finals}"
             self.poll()
+            if tick is not None:
+                tick()
             time.sleep(0.005)
         self.poll()
         return self
@@ -193,6 +210,31 @@ def test_settled_holds_at_an_open_utterance(server: ScribeTestServer) -> None:
     run.finish()
     assert_finals(run, [("alpha bravo", 1.0, 1.7)])
     engine.close()
+
+
+def test_twin_pairer_gives_one_commit_per_pair() -> None:
+    missing: list[str] = []
+    p = TwinPairer(expect_twins=True, twin_wait_s=1.0, count=missing.append)
+    words = [{"text": "a", "start": 0.0, "end": 0.3, "type": "word"}]
+    assert p.plain("a", sent=100, now=0.0) == [] and p.deadline == 1.0
+    assert p.timed("a", words, sent=200) == [Commit("a", words, 100)]  # plain first: its send position
+    assert p.timed("b", words, sent=300) == [Commit("b", words, 300)]  # timed first
+    assert p.plain("B ", sent=300, now=0.0) == []  # ... its plain twin is dropped
+    assert p.plain("c", sent=400, now=0.0) == []
+    assert p.expire(0.5) == [] and p.expire(1.0) == [Commit("c", None, 400)]
+    assert p.timed("c", words, sent=500) == []  # the late twin of a commit already out
+    assert missing == ["twin_missing"]
+    assert p.plain("d", sent=600, now=2.0) == [] and p.expire(3.0) == [Commit("d", None, 600)]
+    assert p.plain("e", sent=700, now=4.0) == [Commit("e", None, 700)]  # two missed: no more waiting
+    assert not p.holding
+
+
+def test_reconnect_backoff_is_the_documented_range() -> None:
+    o = ElevenLabsOptions(backoff_initial_s=0.5, backoff_max_s=15.0)
+    for attempt, nominal in [(1, 0.5), (2, 1.0), (3, 2.0), (6, 15.0), (40, 15.0)]:
+        low = dataclasses.replace(o.backoff(), rng=lambda a, b: a).delay(attempt)
+        high = dataclasses.replace(o.backoff(), rng=lambda a, b: b).delay(attempt)
+        assert low == pytest.approx(0.5 * nominal) and high == pytest.approx(nominal)
 
 
 def test_twin_order_and_missing_twin(server: ScribeTestServer) -> None:
@@ -290,7 +332,7 @@ def test_malformed_json_and_unknown_types_are_counted_not_fatal(
     server: ScribeTestServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.plan(Fault("malformed", at_audio_s=1.0))
-    with caplog.at_level(logging.WARNING, "connectors.stt.elevenlabs"):
+    with caplog.at_level(logging.WARNING, "stt.elevenlabs"):
         run = transcribe(server)
     assert_finals(run)
     assert run.stream.stats["malformed"] == 4
@@ -352,28 +394,40 @@ def test_failing_participant_does_not_stop_the_others(server: ScribeTestServer) 
 
 
 # ------------------------------------------------------------------------------------------ keep-alive, idle
-def test_keepalive_holds_a_quiet_session_open(server: ScribeTestServer) -> None:
+# These run on a ManualClock shared by the engine and the server: time moves in STEP ticks between polls.
+STEP = 1 / 64
+
+
+def test_keepalive_holds_a_quiet_session_open(server: ScribeTestServer, clock: ManualClock) -> None:
     server.idle_timeout_s = 0.5  # the real service closes sockets that get no audio
-    engine = engine_for(server, keepalive_s=0.15, idle_commit_s=5.0, idle_close_s=5.0)
+    engine = engine_for(server, clock=clock, keepalive_s=0.125, idle_commit_s=5.0, idle_close_s=5.0)
     run = Run(engine.stream("r/p"))
     run.push(script_audio([(0.5, "alpha bravo")], total_s=2.0))
     run.wait(lambda: len(run.finals) == 1)
-    time.sleep(1.2)  # no audio pushed at all (a muted track)
+    muted_until = clock.monotonic() + 1.25  # no audio pushed at all (a muted track)
+
+    def tick() -> None:
+        # never more than a keep-alive period (and a tick) past the last chunk the server got, so
+        # only keep-alives that did not come could let its idle timeout fire
+        if server.records()[0].last_chunk_at >= clock.monotonic() - 0.125:
+            clock.advance(STEP)
+
+    run.wait(lambda: clock.monotonic() >= muted_until, tick=tick)
     run.push(script_audio([(0.2, "india juliett")], total_s=1.5))
     run.finish()
     assert_finals(run, [("alpha bravo", 0.5, 1.2), ("india juliett", 2.2, 2.9)])
     (rec,) = server.records()
-    assert rec.empty_chunks >= 3
+    assert rec.empty_chunks >= 9  # one every 0.125 s of the 1.25 s
     engine.close()
 
 
-def test_server_idle_close_reopens_on_next_speech(server: ScribeTestServer) -> None:
+def test_server_idle_close_reopens_on_next_speech(server: ScribeTestServer, clock: ManualClock) -> None:
     server.idle_timeout_s = 0.3
-    engine = engine_for(server, keepalive_s=30.0, idle_close_s=30.0)
+    engine = engine_for(server, clock=clock, keepalive_s=30.0, idle_close_s=30.0)
     run = Run(engine.stream("r/p"))
     run.push(script_audio([(0.5, "alpha bravo")], total_s=2.0))
     run.wait(lambda: len(run.finals) == 1)
-    run.wait(lambda: server.records()[0].closed_reason == "idle")
+    run.wait(lambda: server.records()[0].closed_reason == "idle", tick=lambda: clock.advance(STEP))
     run.push(script_audio([(0.2, "india juliett")], total_s=1.5))
     run.finish()
     assert_finals(run, [("alpha bravo", 0.5, 1.2), ("india juliett", 2.2, 2.9)])
@@ -381,11 +435,15 @@ def test_server_idle_close_reopens_on_next_speech(server: ScribeTestServer) -> N
     engine.close()
 
 
-def test_muted_mid_utterance_is_committed(server: ScribeTestServer) -> None:
-    engine = engine_for(server, idle_commit_s=0.3, vad_silence_threshold_secs=2.0)
+def test_muted_mid_utterance_is_committed(server: ScribeTestServer, clock: ManualClock) -> None:
+    engine = engine_for(server, clock=clock, idle_commit_s=0.3, vad_silence_threshold_secs=2.0)
     run = Run(engine.stream("r/p"))
     run.push(script_audio([(0.5, "alpha bravo")], total_s=1.3))  # pause too short for the VAD
-    run.wait(lambda: len(run.finals) == 1, timeout=3.0)  # no more pushes: the engine commits it
+    run.wait(lambda: run.stream.stats["chunks_sent"] >= 5)  # the whole chunks: the rest waits 0.3 s
+    assert run.finals == [] and clock.monotonic() == 0.0
+    # no more pushes: the engine sends the remainder and commits it once 0.3 s have passed
+    run.wait(lambda: len(run.finals) == 1, tick=lambda: clock.advance(STEP))
+    assert clock.monotonic() >= 0.3
     assert_finals(run, [("alpha bravo", 0.5, 1.2)])
     assert run.stream.stats["idle_commits"] == 1
     run.finish()

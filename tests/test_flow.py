@@ -21,11 +21,11 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from connectors.recording import load_session
 from connectors.replay_source import ReplaySource
-from connectors.stt import engine_for
-from connectors.stt.protocol import SttEvent
 from flows.interview import FlowSinks, build_flow
 from quantcoach.records import AudioChunk, Participant, ParticipantAnnounce, TrackEnd
 from quantcoach.settings import Settings
+from stt.engines import engine_for
+from stt.protocol import SttEvent
 
 SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "interview"
 SETTINGS = Settings.from_env({}, window_s=12.0, overlap_s=4.0, min_transcripts=2)

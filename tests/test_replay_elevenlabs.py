@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from tests.elevenlabs_server import Fault, ScribeTestServer, silence, tone_utterance
+from tests.elevenlabs_server import SR, Fault, ScribeTestServer, silence, tone_utterance
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "xi-test-key-do-not-log-4242"
@@ -41,10 +41,10 @@ def make_session(root: Path) -> Path:
     }
     for role, start, words in TURNS:
         audio = tone_utterance(words).astype(np.float32) / 32768
-        i = round(start * 16000)
+        i = round(start * SR)
         tracks[role][i : i + len(audio)] = audio
-    sf.write(root / "iv.wav", soxr.resample(tracks["interviewer"], 16000, 48000), 48000, subtype="PCM_16")
-    stereo = soxr.resample(tracks["candidate"], 16000, 44100)
+    sf.write(root / "iv.wav", soxr.resample(tracks["interviewer"], SR, 48000), 48000, subtype="PCM_16")
+    stereo = soxr.resample(tracks["candidate"], SR, 44100)
     sf.write(root / "cand.wav", np.stack([stereo, stereo], axis=1), 44100, subtype="PCM_16")
     session = {
         "room": "tones",

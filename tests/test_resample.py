@@ -13,14 +13,9 @@ import pytest
 import soxr
 from bytewax.operators import StatefulLogic
 
-from operators.resample import (
-    MAX_FILLED_GAP_S,
-    TARGET_RATE,
-    ResampleLogic,
-    TrackResampler,
-    to_mono_float,
-)
+from operators.resample import MAX_FILLED_GAP_S, ResampleLogic, TrackResampler, to_mono_float
 from quantcoach.records import AudioChunk, Participant, ParticipantAnnounce, TrackEnd
+from stt.pcm import STT_SAMPLE_RATE
 
 ROOM, WHO = "room-1", "cand-3"
 INT16_LSB = 1.0 / 32768.0
@@ -49,11 +44,11 @@ def joined(chunks: list[AudioChunk]) -> np.ndarray:
 
 def reference(pcm: np.ndarray, rate: int) -> np.ndarray:
     """One-shot soxr over the whole (down-mixed) signal, rounded to int16 as the stream's output is."""
-    y = soxr.resample(to_mono_float(pcm), rate, TARGET_RATE)
+    y = soxr.resample(to_mono_float(pcm), rate, STT_SAMPLE_RATE)
     return (np.clip(y, -1.0, 32767 / 32768) * 32768.0).round() / 32768.0
 
 
-def peak_hz(y: np.ndarray, rate: int = TARGET_RATE) -> float:
+def peak_hz(y: np.ndarray, rate: int = STT_SAMPLE_RATE) -> float:
     spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
     return float(np.fft.rfftfreq(len(y), 1 / rate)[int(np.argmax(spectrum))])
 
@@ -62,8 +57,8 @@ def assert_contiguous(chunks: list[AudioChunk], start: float) -> None:
     assert chunks, "no output"
     assert chunks[0].start == pytest.approx(start, abs=1e-9)
     for a, b in itertools.pairwise(chunks):
-        assert b.sample_rate == TARGET_RATE
-        assert abs(b.start - a.end) <= 1 / TARGET_RATE, (a.start, a.end, b.start)
+        assert b.sample_rate == STT_SAMPLE_RATE
+        assert abs(b.start - a.end) <= 1 / STT_SAMPLE_RATE, (a.start, a.end, b.start)
 
 
 # --- accuracy --------------------------------------------------------------------------------------------
@@ -77,10 +72,10 @@ def test_stream_matches_whole_file_and_keeps_the_tone(rate: int, channels: int) 
     chunks += r.flush()
 
     assert all(c.room == ROOM and c.participant == WHO for c in chunks)
-    assert all(c.sample_rate == TARGET_RATE and c.samples.dtype == np.int16 for c in chunks)
+    assert all(c.sample_rate == STT_SAMPLE_RATE and c.samples.dtype == np.int16 for c in chunks)
     assert all(c.samples.ndim == 1 or c.samples.shape[1] == 1 for c in chunks), "output must be mono"
     y, ref = joined(chunks), reference(pcm, rate)
-    assert abs(len(y) - seconds * TARGET_RATE) <= 1
+    assert abs(len(y) - seconds * STT_SAMPLE_RATE) <= 1
     assert len(y) == len(ref)
     # stream == whole file: at most one LSB of int16 rounding apart, so no click at any boundary
     assert np.max(np.abs(y - ref)) <= 1.5 * INT16_LSB
@@ -89,7 +84,7 @@ def test_stream_matches_whole_file_and_keeps_the_tone(rate: int, channels: int) 
     mid = y[len(y) // 4 : 3 * len(y) // 4]
     assert np.sqrt(np.mean(mid**2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.02)
     assert_contiguous(chunks, start)
-    assert chunks[-1].end == pytest.approx(start + seconds, abs=1 / TARGET_RATE)
+    assert chunks[-1].end == pytest.approx(start + seconds, abs=1 / STT_SAMPLE_RATE)
 
 
 @pytest.mark.parametrize(
@@ -153,14 +148,14 @@ def test_gap_under_30s_is_filled_with_silence() -> None:
     chunks += r.flush()
 
     assert_contiguous(chunks, 10.0)
-    assert chunks[-1].end == pytest.approx(12.0 + gap, abs=1 / TARGET_RATE)
+    assert chunks[-1].end == pytest.approx(12.0 + gap, abs=1 / STT_SAMPLE_RATE)
     whole = np.concatenate([a, np.zeros((round(gap * rate), 2), np.int16), b])
     y, ref = joined(chunks), reference(whole, rate)
     assert len(y) == len(ref)
     assert np.max(np.abs(y - ref)) <= 1.5 * INT16_LSB
     # the gap is silence and the second tone sits at its own media time
-    assert np.max(np.abs(y[int(1.1 * TARGET_RATE) : int((1 + gap - 0.1) * TARGET_RATE)])) <= INT16_LSB
-    assert peak_hz(y[int((1 + gap) * TARGET_RATE) :]) == pytest.approx(500.0, abs=2.0)
+    assert np.max(np.abs(y[int(1.1 * STT_SAMPLE_RATE) : int((1 + gap - 0.1) * STT_SAMPLE_RATE)])) <= INT16_LSB
+    assert peak_hz(y[int((1 + gap) * STT_SAMPLE_RATE) :]) == pytest.approx(500.0, abs=2.0)
 
 
 def test_gap_over_30s_restarts_the_stream_at_the_new_time() -> None:
@@ -177,7 +172,7 @@ def test_gap_over_30s_restarts_the_stream_at_the_new_time() -> None:
     resumed = [c for c in second if c.start >= later]
     assert tail, "the old stream's tail must be flushed when the stream restarts"
     assert_contiguous(first + tail, 0.0)
-    assert tail[-1].end == pytest.approx(1.0, abs=1 / TARGET_RATE)
+    assert tail[-1].end == pytest.approx(1.0, abs=1 / STT_SAMPLE_RATE)
     np.testing.assert_allclose(joined(first + tail), reference(a, rate), atol=1.5 * INT16_LSB)
     # the new stream starts exactly at the new chunk's time: no 42 s of silence
     assert_contiguous(resumed, later)
@@ -195,13 +190,13 @@ def test_sample_rate_change_mid_track() -> None:
 
     out = first + second
     assert_contiguous(out, 0.0)  # the new rate starts where the old one ended
-    assert out[-1].end == pytest.approx(2.0, abs=1 / TARGET_RATE)
+    assert out[-1].end == pytest.approx(2.0, abs=1 / STT_SAMPLE_RATE)
     y = joined(out)
-    assert len(y) == 2 * TARGET_RATE
-    np.testing.assert_allclose(y[:TARGET_RATE], reference(a, 48_000), atol=1.5 * INT16_LSB)
-    np.testing.assert_allclose(y[TARGET_RATE:], reference(b, 8_000), atol=1.5 * INT16_LSB)
-    assert peak_hz(y[:TARGET_RATE]) == pytest.approx(1000.0, abs=2.0)
-    assert peak_hz(y[TARGET_RATE:]) == pytest.approx(700.0, abs=2.0)
+    assert len(y) == 2 * STT_SAMPLE_RATE
+    np.testing.assert_allclose(y[:STT_SAMPLE_RATE], reference(a, 48_000), atol=1.5 * INT16_LSB)
+    np.testing.assert_allclose(y[STT_SAMPLE_RATE:], reference(b, 8_000), atol=1.5 * INT16_LSB)
+    assert peak_hz(y[:STT_SAMPLE_RATE]) == pytest.approx(1000.0, abs=2.0)
+    assert peak_hz(y[STT_SAMPLE_RATE:]) == pytest.approx(700.0, abs=2.0)
 
 
 def test_flush_returns_the_tail_and_resets() -> None:
@@ -210,9 +205,9 @@ def test_flush_returns_the_tail_and_resets() -> None:
     r = TrackResampler(ROOM, WHO)
     pushed = feed(r, pcm, rate, 9600, 0.0)
     got = sum(c.frames for c in pushed)
-    assert got < TARGET_RATE, "soxr holds back a filter delay until the end"
+    assert got < STT_SAMPLE_RATE, "soxr holds back a filter delay until the end"
     tail = r.flush()
-    assert sum(c.frames for c in tail) == TARGET_RATE - got
+    assert sum(c.frames for c in tail) == STT_SAMPLE_RATE - got
     assert_contiguous(pushed + tail, 0.0)
     assert r.flush() == []  # nothing left
     # a later push opens a fresh stream at its own time
@@ -233,7 +228,7 @@ def test_clipped_square_wave_does_not_wrap_around() -> None:
     r = TrackResampler(ROOM, WHO)
     y = np.concatenate([c.samples for c in feed(r, square, rate, 9600) + r.flush()])
     assert y.dtype == np.int16
-    ref = soxr.resample(to_mono_float(square), rate, TARGET_RATE)
+    ref = soxr.resample(to_mono_float(square), rate, STT_SAMPLE_RATE)
     assert ref.max() > 1.0, "the reference overshoots full scale (Gibbs), which the stream must clip"
     assert np.all(y[ref >= 1.0] == 32767)
     assert np.all(y[ref <= -1.0] == -32768)
@@ -249,7 +244,7 @@ def test_dc_offset_input_saturates_instead_of_overflowing() -> None:
     r = TrackResampler(ROOM, WHO)
     y = np.concatenate([c.samples for c in feed(r, pcm, rate, 8820) + r.flush()])
     assert y.dtype == np.int16
-    steady = y[TARGET_RATE // 10 : -TARGET_RATE // 10]
+    steady = y[STT_SAMPLE_RATE // 10 : -STT_SAMPLE_RATE // 10]
     assert steady.min() > 16_000, "a DC-offset tone near full scale must not wrap to negative values"
     assert steady.max() == 32767
     np.testing.assert_allclose(y / 32768.0, reference(pcm, rate), atol=1.5 * INT16_LSB)
@@ -275,7 +270,7 @@ def test_resample_logic_passes_events_and_flushes_at_track_end() -> None:
     chunks.extend(c for c in out[:-1])
     assert all(isinstance(c, AudioChunk) for c in chunks)
     assert_contiguous(chunks, 2.0)
-    assert chunks[-1].end == pytest.approx(3.0, abs=1 / TARGET_RATE)
+    assert chunks[-1].end == pytest.approx(3.0, abs=1 / STT_SAMPLE_RATE)
     np.testing.assert_allclose(joined(chunks), reference(pcm, rate), atol=1.5 * INT16_LSB)
 
     assert logic.on_item("not a record") == ([], StatefulLogic.RETAIN)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from connectors.stt.protocol import STT_SAMPLE_RATE, SttError, SttEvent
-from connectors.stt.vad import StreamingVad, Utterance, VadParams
+from stt.pcm import STT_SAMPLE_RATE, to_float32
+from stt.protocol import SttError, SttEvent
+from stt.vad import StreamingVad, Utterance, VadParams
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,7 @@ class WhisperStream:
     def push_audio(self, pcm: np.ndarray) -> None:
         if self._ended:
             raise SttError(f"{self.key}: audio pushed after end_input")
-        x = pcm.astype(np.float32) * (1.0 / 32768.0)
-        for utt in self._vad.push(x):
+        for utt in self._vad.push(to_float32(pcm)):
             self._submit(utt)
 
     def end_input(self) -> None:

@@ -9,12 +9,12 @@ audio from the open utterance (plus padding) is kept, so hours of silence cost n
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from stt.pcm import STT_SAMPLE_RATE, SampleBuffer
+
 WINDOW = 512  # samples per VAD decision (32 ms), what the v5/v6 Silero model expects at 16 kHz
 CONTEXT = 64
 
@@ -58,25 +58,23 @@ class StreamingVad:
         self._c = np.zeros((1, 1, 128), np.float32)
         self._context = np.zeros(CONTEXT, np.float32)
         self._pending = np.zeros(0, np.float32)  # < WINDOW samples not yet decided on
-        # retained audio as the pushed pieces (no per-chunk copy of the whole utterance), from _buf_start
-        self._pieces: deque[np.ndarray] = deque()
-        self._buf_start = 0
-        self._buf_len = 0
+        # retained audio as the pushed pieces (no per-chunk copy of the whole utterance)
+        self._kept = SampleBuffer(np.float32)
         self._decided = 0  # samples covered by VAD decisions
         self._speech_start: int | None = None
         self._last_voiced_end = 0
         self._silence = 0
         self._prev_end = 0  # end of the last emitted utterance (utterances never overlap)
-        pad = int(self.p.speech_pad_s * SAMPLE_RATE)
+        pad = int(self.p.speech_pad_s * STT_SAMPLE_RATE)
         self._pad = pad
-        self._min_silence = int(self.p.min_silence_s * SAMPLE_RATE)
-        self._min_speech = int(self.p.min_speech_s * SAMPLE_RATE)
-        self._max_utt = int(self.p.max_utterance_s * SAMPLE_RATE)
+        self._min_silence = int(self.p.min_silence_s * STT_SAMPLE_RATE)
+        self._min_speech = int(self.p.min_speech_s * STT_SAMPLE_RATE)
+        self._max_utt = int(self.p.max_utterance_s * STT_SAMPLE_RATE)
 
     @property
     def position(self) -> int:
         """Samples received."""
-        return self._buf_start + self._buf_len
+        return self._kept.end
 
     def settled(self) -> int:
         """Sample index before which no future utterance will start."""
@@ -86,8 +84,7 @@ class StreamingVad:
 
     def push(self, x: np.ndarray) -> list[Utterance]:
         """Feed float32 mono samples; returns utterances that ended within them."""
-        self._pieces.append(x.astype(np.float32, copy=True))
-        self._buf_len += len(x)
+        self._kept.append(x.astype(np.float32, copy=True))
         self._pending = np.concatenate([self._pending, x]) if len(self._pending) else x
         n = len(self._pending) // WINDOW
         if n == 0:
@@ -146,7 +143,7 @@ class StreamingVad:
 
     def _cut(self, end: int, keep_open: bool = False) -> Utterance | None:
         assert self._speech_start is not None
-        start = max(self._prev_end, self._speech_start - self._pad, self._buf_start)
+        start = max(self._prev_end, self._speech_start - self._pad, self._kept.start)
         end = min(end, self.position)
         voiced = self._last_voiced_end - self._speech_start
         self._speech_start = end if keep_open else None
@@ -154,8 +151,7 @@ class StreamingVad:
         if voiced < self._min_speech and not keep_open:
             return None
         self._prev_end = end
-        retained = np.concatenate(self._pieces) if self._pieces else np.zeros(0, np.float32)
-        audio = retained[start - self._buf_start : end - self._buf_start].copy()
+        audio = self._kept.read(start, end).copy()
         return Utterance(start, end, audio)
 
     def _trim(self) -> None:
@@ -163,7 +159,4 @@ class StreamingVad:
             self._speech_start - self._pad if self._speech_start is not None else self._decided - self._pad
         )
         # drop whole pieces that end before keep_from (a piece is ~200 ms, so at most that much extra is kept)
-        while self._pieces and self._buf_start + len(self._pieces[0]) <= keep_from:
-            piece = self._pieces.popleft()
-            self._buf_start += len(piece)
-            self._buf_len -= len(piece)
+        self._kept.drop_pieces_before(keep_from)

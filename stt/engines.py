@@ -1,13 +1,11 @@
-"""Speech-to-text engines behind one protocol (``protocol.py``); ``engine_for`` picks one by name."""
+"""``engine_for``: the process-wide speech-to-text engine of a name (one model, one network loop)."""
 
 from __future__ import annotations
 
 import threading
 
-from connectors.stt.protocol import SttEngine, SttError, SttEvent, SttStream
 from quantcoach.settings import Settings
-
-__all__ = ["ENGINES", "SttEngine", "SttError", "SttEvent", "SttStream", "engine_for"]
+from stt.protocol import SttEngine, SttError
 
 ENGINES = ("whisper", "elevenlabs", "noop")
 
@@ -25,8 +23,9 @@ def engine_for(settings: Settings, name: str | None = None) -> SttEngine:
 
 
 def _build(settings: Settings, name: str) -> SttEngine:
+    # engines import their heavy dependencies (faster-whisper, websockets) only when chosen
     if name == "whisper":
-        from connectors.stt.whisper import WhisperEngine
+        from stt.whisper import WhisperEngine
 
         return WhisperEngine(
             settings.whisper_model_dir,
@@ -34,11 +33,11 @@ def _build(settings: Settings, name: str) -> SttEngine:
             cpu_threads=settings.whisper_threads,
         )
     if name == "elevenlabs":
-        from connectors.stt.elevenlabs import ElevenLabsEngine
+        from stt.elevenlabs.engine import ElevenLabsEngine
 
         return ElevenLabsEngine(settings)
     if name == "noop":
-        from connectors.stt.noop import NoopEngine
+        from stt.noop import NoopEngine
 
         return NoopEngine()
     raise SttError(f"unknown STT engine {name!r} (choose one of {', '.join(ENGINES)})")

@@ -1,4 +1,4 @@
-"""An asyncio event loop on a daemon thread, for connectors whose libraries are async.
+"""An asyncio loop on a daemon thread, for the parts whose libraries are async (LiveKit, ElevenLabs).
 
 Bytewax operators and sources are synchronous; network work (LiveKit SDK, ElevenLabs WebSocket) runs
 on a loop thread and talks to the worker through thread-safe queues. ``shared_loop()`` gives one loop

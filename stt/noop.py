@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from connectors.stt.protocol import STT_SAMPLE_RATE, SttEvent
+from stt.pcm import STT_SAMPLE_RATE
+from stt.protocol import SttEvent
 
 
 class NoopEngine:

@@ -1,9 +1,10 @@
 """The one small protocol every speech-to-text engine implements.
 
 Shape borrowed from livekit-agents' ``stt.stream()``: an engine opens one stream per participant; the
-transcribe operator pushes 16 kHz mono int16 audio into it without blocking and polls ready events
-out of it. Times on events are *stream* seconds (samples pushed / 16000); the operator maps them to
-media time. Engines that do network or model work do it off the Bytewax worker thread.
+transcribe operator pushes 16 kHz mono int16 audio (``stt.pcm.STT_SAMPLE_RATE``) into it without
+blocking and polls ready events out of it. Times on events are *stream* seconds (samples pushed /
+``STT_SAMPLE_RATE``); the operator maps them to media time. Engines that do network or model work do
+it off the Bytewax worker thread.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-STT_SAMPLE_RATE = 16_000
-
 
 @dataclass(frozen=True, slots=True)
 class SttEvent:
+    """One result. ``start``/``end`` are the speech bounds where the engine knows them (not padded
+    utterance bounds); ``language`` (ISO 639-1) and ``confidence`` (0..1) are None when unknown."""
+
     kind: Literal["partial", "final"]
     text: str
     start: float  # stream seconds
     end: float  # stream seconds
+    language: str | None = None
+    confidence: float | None = None
 
 
 class SttError(RuntimeError):

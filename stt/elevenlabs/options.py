@@ -1,0 +1,70 @@
+"""The ElevenLabs engine's tunables, and the session URL they make with the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from quantcoach.settings import Settings
+from stt.pcm import STT_SAMPLE_RATE
+from stt.retry import Backoff
+
+
+@dataclass(frozen=True, slots=True)
+class ElevenLabsOptions:
+    """Tunables; the defaults are for production, tests shrink the timings."""
+
+    chunk_ms: int = 200  # audio per input_audio_chunk
+    commit_strategy: Literal["vad", "manual"] = "vad"
+    vad_silence_threshold_secs: float | None = 1.0  # None: server default (1.5 s)
+    include_timestamps: bool = True
+    connect_timeout_s: float = 10.0  # TCP + handshake + session_started
+    twin_wait_s: float = 1.0  # how long a plain commit waits for its timestamped twin
+    flush_timeout_s: float = 10.0  # end_input: commit sent, no answer -> the session failed
+    stall_timeout_s: float = 15.0  # speech sent and nothing heard back for this long -> reconnect
+    keepalive_s: float = 5.0  # no audio sent for this long -> empty input_audio_chunk
+    partial_chunk_after_s: float = 0.3  # a short remainder is sent after this much push silence
+    idle_commit_s: float = 3.0  # no pushes for this long with speech uncommitted -> commit it
+    idle_close_s: float = 20.0  # this much quiet audio (or push silence) and nothing open -> close
+    max_failures: int = 8  # consecutive failed sessions before the stream gives up
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 15.0
+    max_retained_s: float = 120.0  # cap on audio kept for re-sending (bounded memory)
+    quiet_dbfs: float = -50.0  # 100 ms frames below this RMS are silence for settled()/idle logic
+    settle_margin_s: float = 0.25  # settled() stays this far before the first speech frame
+    tail_tolerance_s: float = 0.2  # loud frames this close after a committed word are its tail
+    use_system_proxy: bool = True
+
+    @property
+    def chunk_samples(self) -> int:
+        return max(1, STT_SAMPLE_RATE * self.chunk_ms // 1000)
+
+    def backoff(self) -> Backoff:
+        """Reconnect delays: ``backoff_initial_s * 2**(failures-1)``, capped at ``backoff_max_s``, times a
+        random factor in [0.5, 1.0] (many streams must not reconnect in step). As a ``Backoff``: the
+        same range is 0.75 of the nominal delay, jittered by a third either way."""
+        return Backoff(
+            initial_s=0.75 * self.backoff_initial_s,
+            max_s=0.75 * self.backoff_max_s,
+            multiplier=2.0,
+            jitter=1 / 3,
+        )
+
+
+def session_url(settings: Settings, o: ElevenLabsOptions) -> str:
+    """The realtime endpoint with our query parameters (never the key: that goes in a header)."""
+    params: dict[str, str] = {
+        "model_id": settings.elevenlabs_model_id,
+        "audio_format": f"pcm_{STT_SAMPLE_RATE}",
+        "commit_strategy": o.commit_strategy,
+        "include_timestamps": "true" if o.include_timestamps else "false",
+    }
+    if o.vad_silence_threshold_secs is not None:
+        params["vad_silence_threshold_secs"] = f"{o.vad_silence_threshold_secs:g}"
+    if settings.elevenlabs_language:
+        params["language_code"] = settings.elevenlabs_language
+    parts = urlsplit(settings.elevenlabs_base_url)
+    query = dict(parse_qsl(parts.query))
+    query.update(params)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))

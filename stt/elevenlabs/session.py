@@ -1,0 +1,291 @@
+"""One WebSocket session of a stream, from connect to an ``Outcome``; the stream decides what comes next.
+
+A sender and a receiver run side by side on the loop thread. The sender sends what the ledger holds
+(from the floor, in ``chunk_ms`` chunks), keeps a quiet socket alive, commits at end of input or when
+a track goes quiet mid-utterance, and ends a session that has nothing open for a long while. The
+receiver turns messages into partials and (paired) commits, and watches the deadlines: no
+``session_started``, a twin overdue, speech sent and nothing heard back, an unanswered final commit.
+All timing is on the injected clock. The API key is only ever in the handshake header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from stt.elevenlabs import messages as m
+from stt.elevenlabs.connection import Link, Outcome, close_in_background, open_socket, scrub
+from stt.elevenlabs.ledger import AudioLedger, Count, SendPlan
+from stt.elevenlabs.options import ElevenLabsOptions
+from stt.elevenlabs.twins import Commit, TwinPairer
+from stt.pcm import STT_SAMPLE_RATE as SR
+
+log = logging.getLogger(__name__)
+
+
+class Session:
+    """One connection's state; ``run()`` once, then read ``progressed``."""
+
+    def __init__(
+        self, link: Link, o: ElevenLabsOptions, ledger: AudioLedger, wake: asyncio.Event, count: Count
+    ) -> None:
+        self._link, self._o, self._ledger, self._wake, self._count = link, o, ledger, wake, count
+        self._clock = link.clock
+        self.origin, self._resend = ledger.floor()  # final only when sending starts (see _sender)
+        self.opened = self._clock.monotonic()
+        self.started = asyncio.Event()
+        self.progressed = False  # received a commit: the session worked
+        self.twins = TwinPairer(expect_twins=o.include_timestamps, twin_wait_s=o.twin_wait_s, count=count)
+        self.last_send = 0.0
+        self.unanswered_since: float | None = None  # speech sent, no server message since
+        self.commit_sent_at: float | None = None  # end_input flush
+        self.idle_commit = False
+        self.last_msg = 0.0
+        self.end_empty_answer = False  # an empty commit came after our final commit: nothing left
+        self.last_partial: str | None = None
+
+    async def run(self) -> Outcome:
+        self._count("connects")
+        log.debug(
+            "elevenlabs %s: connecting at stream %.2f s (%.2f s to send)",
+            self._link.key,
+            self.origin / SR,
+            self._resend / SR,
+        )
+        ws: ClientConnection | None = None
+        try:
+            ws = await open_socket(self._link, self._o)
+            if isinstance(ws, Outcome):
+                return ws
+            outcome = await self._exchange(ws)
+            if self.twins.holding:
+                if outcome.kind == "finished":
+                    self._apply(self.twins.release())
+                elif self.twins.forget():
+                    # Its twin died with the session. Its audio is still uncovered, so the next
+                    # session re-sends and re-commits it (with word times): emitting it now instead
+                    # would have to guess where it ends.
+                    self._count("held_commit_resent")
+            return outcome
+        finally:
+            self._ledger.end_session()
+            if isinstance(ws, ClientConnection):
+                close_in_background(ws)
+
+    async def _exchange(self, ws: ClientConnection) -> Outcome:
+        recv = asyncio.ensure_future(self._receiver(ws))
+        send = asyncio.ensure_future(self._sender(ws))
+        try:
+            done, _ = await asyncio.wait({recv, send}, return_when=asyncio.FIRST_COMPLETED)
+            first = recv if recv in done else send
+            outcome = first.result()
+            if outcome is None:  # the sender lost the socket: let the receiver say why
+                outcome = await asyncio.wait_for(recv, 2.0)
+        except (ConnectionClosed, TimeoutError, OSError) as exc:
+            outcome = Outcome("retry", f"connection lost ({type(exc).__name__})")
+        finally:
+            for t in (recv, send):
+                t.cancel()
+            await asyncio.gather(recv, send, return_exceptions=True)
+        return outcome
+
+    # ---------------------------------------------------------------- sending
+    async def _sender(self, ws: ClientConnection) -> Outcome | None:
+        o, clock = self._o, self._clock
+        try:
+            await self.started.wait()
+            # Nothing was sent while connecting, so the cap could trim: start from what is kept.
+            self.origin = self._ledger.begin_sending()
+            self.last_send = clock.monotonic()
+            while True:
+                self._wake.clear()
+                now = clock.monotonic()
+                plan = self._ledger.plan_send(now)
+                if plan is None:
+                    return Outcome("ended", "closed")
+                if plan.pcm is not None:
+                    await ws.send(m.audio_message(plan.pcm))
+                    self._ledger.sent(plan.pos + len(plan.pcm))
+                    self.last_send = now
+                    if plan.speech and self.unanswered_since is None:
+                        self.unanswered_since = now
+                    self._count("chunks_sent")
+                    await asyncio.sleep(0)  # a long backlog must not starve other streams on the loop
+                    continue
+                if plan.end_requested:
+                    if self.commit_sent_at is None:
+                        await ws.send(m.commit_message())
+                        self.commit_sent_at = now
+                        self.last_send = now
+                        finished = self._end_reached()  # nothing uncommitted: no answer needed
+                        if finished is not None:
+                            return finished
+                        continue
+                elif plan.since_push >= o.idle_commit_s and plan.uncommitted_speech and not self.idle_commit:
+                    # the track went quiet mid-utterance (muted): VAD needs audio to commit, so ask
+                    self.idle_commit = True
+                    await ws.send(m.commit_message())
+                    self.last_send = now
+                    self._count("idle_commits")
+                    continue
+                elif plan.idle and not self.twins.holding:
+                    return Outcome("ended", "idle")
+                if plan.since_push < o.idle_commit_s:
+                    self.idle_commit = False
+                if self.unanswered_since is not None and now >= self.unanswered_since + o.stall_timeout_s:
+                    self._count("stalls")
+                    return Outcome("retry", f"server silent for {o.stall_timeout_s:g} s")
+                if now - self.last_send >= o.keepalive_s:
+                    # no audio for a while: the server closes silent sockets after ~10 s
+                    await ws.send(m.keepalive_message())
+                    self.last_send = now
+                    self._count("keepalives")
+                await self._nap(plan, now)
+        except ConnectionClosed:
+            return None
+
+    async def _nap(self, plan: SendPlan, now: float) -> None:
+        """Until something is pushed or the next of the sender's timers is due."""
+        o = self._o
+        timeout = o.keepalive_s - (now - self.last_send)
+        limits = [o.partial_chunk_after_s] if plan.avail > 0 else []
+        if not plan.end_requested:
+            limits += [o.idle_commit_s, o.idle_close_s]
+        for limit in limits:
+            if plan.since_push < limit:
+                timeout = min(timeout, limit - plan.since_push)
+        if self.unanswered_since is not None:
+            timeout = min(timeout, self.unanswered_since + o.stall_timeout_s - now)
+        with contextlib.suppress(TimeoutError):
+            await self._clock.wait_for(self._wake.wait(), max(timeout, 0.01))
+
+    def _end_reached(self) -> Outcome | None:
+        """After end_input's commit: done once every sample is sent and no speech is uncommitted.
+
+        The answer to our commit cannot be told from a VAD commit racing it, so the test is on what
+        the commits covered; an empty commit after ours says the server had nothing left at all.
+        """
+        if self.commit_sent_at is None or self.twins.holding:
+            return None
+        all_sent, committed = self._ledger.all_sent_and_committed()
+        if all_sent and (committed or self.end_empty_answer):
+            return Outcome("finished", "input ended")
+        return None
+
+    # ---------------------------------------------------------------- receiving
+    async def _receiver(self, ws: ClientConnection) -> Outcome:
+        o, clock = self._o, self._clock
+        while True:
+            now = clock.monotonic()
+            deadlines = [now + 1.0]  # re-check now and then: the sender changes what we wait for
+            if not self.started.is_set():
+                deadlines.append(self.opened + o.connect_timeout_s)
+            if self.twins.deadline is not None:
+                deadlines.append(self.twins.deadline)
+            if self.unanswered_since is not None:
+                deadlines.append(self.unanswered_since + o.stall_timeout_s)
+            if self.commit_sent_at is not None:
+                deadlines.append(max(self.commit_sent_at, self.last_msg) + o.flush_timeout_s)
+            try:
+                raw = await clock.wait_for(ws.recv(), max(min(deadlines) - now, 0.0))
+            except TimeoutError:
+                outcome = self._on_deadline()
+                if outcome is not None:
+                    return outcome
+                continue
+            except ConnectionClosed as exc:
+                return self._on_close(exc)
+            self.unanswered_since = None
+            self.last_msg = clock.monotonic()
+            outcome = self._on_message(raw) or self._end_reached()
+            if outcome is not None:
+                return outcome
+
+    def _on_deadline(self) -> Outcome | None:
+        o = self._o
+        now = self._clock.monotonic()
+        if not self.started.is_set():
+            if now >= self.opened + o.connect_timeout_s:
+                return Outcome("retry", "no session_started")
+            return None
+        self._apply(self.twins.expire(now))
+        if self.unanswered_since is not None and now >= self.unanswered_since + o.stall_timeout_s:
+            self._count("stalls")
+            return Outcome("retry", f"server silent for {o.stall_timeout_s:g} s")
+        if self.commit_sent_at is not None:
+            if now >= max(self.commit_sent_at, self.last_msg) + o.flush_timeout_s:
+                return Outcome("retry", "final commit not answered")
+            return self._end_reached()
+        return None
+
+    def _on_close(self, exc: ConnectionClosed) -> Outcome:
+        code = exc.rcvd.code if exc.rcvd is not None else None
+        if code == 1000 and (self.progressed or self._clock.monotonic() - self.opened >= 5.0):
+            return Outcome("ended", "server closed the session")  # e.g. its idle timeout
+        return Outcome("retry", f"connection closed (code {code})")
+
+    def _on_message(self, raw: str | bytes) -> Outcome | None:
+        key = self._link.key
+        try:
+            msg = m.parse(raw)
+        except m.MalformedMessage as exc:
+            self._count("malformed")
+            if exc.not_json:
+                log.warning(
+                    "elevenlabs %s: malformed message ignored: %.80r", key, scrub(str(raw), self._link.secret)
+                )
+            else:
+                log.warning("elevenlabs %s: message without message_type ignored", key)
+            return None
+        mt = msg.type
+        if mt == m.SESSION_STARTED:
+            self.started.set()
+            log.debug("elevenlabs %s: session %s started", key, str(msg.raw.get("session_id"))[:64])
+        elif mt in m.PARTIAL_TYPES:
+            self._on_partial(msg.text)
+        elif mt == m.COMMITTED:
+            # send_pos is only written on this (the loop) thread
+            self._apply(self.twins.plain(msg.text, self._ledger.send_pos, self._clock.monotonic()))
+        elif mt == m.COMMITTED_TIMED:
+            self._apply(self.twins.timed(msg.text, msg.words, self._ledger.send_pos))
+        elif mt in m.ERROR_TYPES:
+            return self._on_error(mt, msg.error_detail)
+        elif mt in m.IGNORED_TYPES:
+            pass
+        else:
+            self._count("unknown_messages")
+            log.warning("elevenlabs %s: unknown message type %.40r ignored", key, mt)
+        return None
+
+    def _on_error(self, kind: str, detail: Any) -> Outcome:
+        self._count(f"error_{kind}")
+        why = kind if not isinstance(detail, str) else f"{kind}: {scrub(detail, self._link.secret)[:200]}"
+        if kind in m.FATAL_ERRORS:
+            return Outcome("fatal", why)
+        if kind in m.SESSION_END_ERRORS:
+            if kind == "insufficient_audio_activity" and not self.progressed:
+                self._ledger.heard_nothing()
+            return Outcome("ended", why)
+        return Outcome("retry", why)
+
+    def _on_partial(self, text: str) -> None:
+        text = text.strip()
+        if not text or text == self.last_partial:
+            return
+        self.last_partial = text
+        self._ledger.partial(text)
+
+    def _apply(self, commits: list[Commit]) -> None:
+        for c in commits:
+            self.progressed = True
+            self.last_partial = None
+            text = c.text.strip()
+            if self.commit_sent_at is not None and not text:
+                self.end_empty_answer = True
+            self._ledger.commit(text, m.word_span(c.words, self.origin), c.sent_at)
+            self._count("finals" if text else "empty_commits")
