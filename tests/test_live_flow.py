@@ -1,7 +1,7 @@
 """The live path end to end: LiveKitSource -> build_flow(live=True) -> real Whisper -> windows.
 
 Everything is real except LiveKit's SFU, which cannot run here: the room is the fake ``rtc.Room`` of
-tests/test_livekit_source.py (the SDK's event sequence on its ``EventEmitter``, real ``rtc.AudioFrame``).
+tests/support/livekit_fakes.py (the SDK's event sequence on its ``EventEmitter``, real ``rtc.AudioFrame``).
 Its participants speak the bundled sample interview, resampled to 48 kHz mono as the SDK delivers it,
 in ``CHUNK_MS`` frames (the ``frame_size_ms`` the source asks the SDK for). Nothing waits for the wall
 clock: the injected clock moves by each frame's duration just before the frame arrives, so the source
@@ -34,12 +34,11 @@ from bytewax.inputs import StatelessSourcePartition
 from bytewax.testing import TestingSink, cluster_main, run_main
 from livekit import rtc
 
-from connectors.livekit_source import LiveKitSource
-from connectors.stt import engine_for
+from connectors.livekit.source import LiveKitSource
 from flows.interview import FlowSinks, build_flow
 from quantcoach.records import AudioChunk, ParticipantAnnounce, TrackEnd
-from tests.support.speech import WER_LIMIT, normalise
-from tests.test_livekit_source import (
+from stt.engines import engine_for
+from tests.support.livekit_fakes import (
     AGENT,
     AUDIO,
     RATE,
@@ -53,6 +52,7 @@ from tests.test_livekit_source import (
     frames_of,
     make_settings,
 )
+from tests.support.speech import WER_LIMIT, normalise
 
 pytestmark = pytest.mark.slow
 

@@ -1,10 +1,5 @@
-"""The LiveKit source against a fake ``rtc.Room`` that emits the SDK's real event sequence.
-
-The fakes mirror livekit/rtc/room.py (v1.2): callbacks registered with ``on`` on an ``rtc.EventEmitter``,
-the SDK's argument order (``track_subscribed(track, publication, participant)`` ...), participants already
-in the room reported in ``remote_participants`` after ``connect`` without events, subscriptions made with
-``publication.set_subscribed`` and answered asynchronously, and real ``rtc.AudioFrame`` objects.
-"""
+"""The LiveKit source (connectors/livekit/) against the fake ``rtc.Room`` of tests/support/livekit_fakes.py,
+which emits the SDK's real event sequence with real ``rtc.AudioFrame`` objects."""
 
 from __future__ import annotations
 
@@ -14,11 +9,10 @@ import itertools
 import json
 import logging
 import queue
-import threading
 import time
 import typing
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,242 +27,38 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 from livekit import api, rtc
 
-from connectors.aio import LoopThread
+from connectors.kafka.room_events import RoomEvent
 from connectors.live_recorder import LiveRecorder
-from connectors.livekit_source import (
-    AudioOutbox,
-    LiveKitSource,
-    RoomControl,
-    RoomHandler,
-    agent_token,
-    parse_room_event,
-    speaker_role,
-    worker_for_room,
-)
+from connectors.livekit.api import agent_token
+from connectors.livekit.control import RoomControl, parse_room_event
+from connectors.livekit.outbox import AudioOutbox
+from connectors.livekit.room import RoomHandler
+from connectors.livekit.source import LiveKitSource
+from connectors.livekit.supervisor import JOIN_BACKOFF, RoomSupervisor, worker_for_room
 from connectors.recording import TrackReader, load_session
-from connectors.room_events import RoomEvent
+from quantcoach.aio import LoopThread
 from quantcoach.records import AudioChunk, Participant, ParticipantAnnounce, TrackEnd, dumps
-from quantcoach.settings import Secret, Settings
-
-KEY, SECRET = "devkey", "devsecret-devsecret-devsecret-0123456789"
-RATE = 48000
-AUDIO, VIDEO = rtc.TrackKind.KIND_AUDIO, rtc.TrackKind.KIND_VIDEO
-AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-
-
-def make_settings(url: str = "ws://127.0.0.1:9", **changes: Any) -> Settings:
-    return Settings(
-        livekit_url=url, livekit_api_key=Secret(KEY), livekit_api_secret=Secret(SECRET), room_poll_s=0.05
-    ).with_(**changes)
-
-
-# --- fakes ---------------------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-_sids = iter(range(1, 1_000_000))
-
-
-class FakeTrack:
-    def __init__(self, kind: int = AUDIO) -> None:
-        self.sid = f"TR_{next(_sids)}"
-        self.kind = kind
-        self.frames: asyncio.Queue[rtc.AudioFrame | None] = asyncio.Queue()
-
-
-class FakePublication:
-    def __init__(self, room: FakeRoom, participant: FakeParticipant, kind: int = AUDIO) -> None:
-        self._room, self._participant = room, participant
-        self.kind = kind
-        self.track: FakeTrack | None = FakeTrack(kind)  # the SDK's track, handed out once subscribed
-        self.sid = self.track.sid
-        self.subscribed = False
-        self.subscribe_requests = 0
-
-    def set_subscribed(self, subscribed: bool) -> None:
-        self.subscribe_requests += 1
-        # the SDK answers with a track_subscribed event later, from its listen task
-        asyncio.get_running_loop().call_soon(self._room._subscription, self._participant, self, subscribed)
-
-
-class FakeParticipant:
-    def __init__(
-        self,
-        identity: str,
-        name: str = "",
-        attributes: dict[str, str] | None = None,
-        kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
-        metadata: str = "",
-    ) -> None:
-        self.identity, self.name, self.kind, self.metadata = identity, name, kind, metadata
-        self.sid = f"PA_{identity}"
-        self.attributes = dict(attributes or {})
-        self.track_publications: dict[str, FakePublication] = {}
-
-
-class FakeAudioStream:
-    def __init__(self, track: FakeTrack) -> None:
-        self._track = track
-        self.closed = False
-
-    def __aiter__(self) -> FakeAudioStream:
-        return self
-
-    async def __anext__(self) -> rtc.AudioFrameEvent:
-        item = await self._track.frames.get()
-        # marked done once the consumer comes back for the next frame: join() = frames processed
-        asyncio.get_running_loop().call_soon(self._track.frames.task_done)
-        if item is None:
-            raise StopAsyncIteration
-        return rtc.AudioFrameEvent(item)
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-
-class StreamFactory:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int, int, int]] = []
-
-    def __call__(self, track: FakeTrack, sample_rate: int, num_channels: int, frame_size_ms: int) -> Any:
-        self.calls.append((track.sid, sample_rate, num_channels, frame_size_ms))
-        return FakeAudioStream(track)
-
-
-class FakeRoom(rtc.EventEmitter):
-    """An ``rtc.Room`` stand-in: same callbacks, same argument order, same connect semantics."""
-
-    def __init__(
-        self,
-        name: str,
-        present: list[tuple[FakeParticipant, list[int]]] | None = None,
-        script: Callable[[FakeRoom], Awaitable[None]] | None = None,
-        fail_connects: int = 0,
-        hang_connect: bool = False,
-    ) -> None:
-        super().__init__()
-        self.name = name
-        self.remote_participants: dict[str, FakeParticipant] = {}
-        self._present = present or []
-        self._script = script
-        self._fail_connects = fail_connects
-        self._hang_connect = hang_connect
-        self.connected = False
-        self.tokens: list[str] = []
-        self.options: Any = None
-        self.subscribed = asyncio.Event()
-        self.disconnect_calls = 0
-
-    @property
-    async def sid(self) -> str:
-        return f"RM_{self.name}"
-
-    async def connect(self, url: str, token: str, options: Any = None) -> None:
-        self.tokens.append(token)
-        self.options = options
-        if self._fail_connects:
-            self._fail_connects -= 1
-            raise rtc.ConnectError("engine: signal failure")
-        if self._hang_connect:  # a server that never answers
-            await asyncio.get_running_loop().create_future()
-        for participant, kinds in self._present:  # reported in remote_participants, no events
-            self.remote_participants[participant.identity] = participant
-            for kind in kinds:
-                pub = FakePublication(self, participant, kind)
-                participant.track_publications[pub.sid] = pub
-        self.connected = True
-        if self._script is not None:
-            asyncio.get_running_loop().create_task(self._script(self))
-
-    async def disconnect(self) -> None:
-        self.disconnect_calls += 1
-        if self.connected:
-            self.connected = False
-            self.emit("connection_state_changed", rtc.ConnectionState.CONN_DISCONNECTED)
-            self.emit("disconnected", rtc.DisconnectReason.CLIENT_INITIATED)
-
-    # what the server does --------------------------------------------------------------------------
-    def _subscription(self, participant: FakeParticipant, pub: FakePublication, subscribed: bool) -> None:
-        if not self.connected or participant.identity not in self.remote_participants:
-            return
-        if subscribed and not pub.subscribed:
-            pub.subscribed = True
-            self.emit("track_subscribed", pub.track, pub, participant)
-            self.subscribed.set()
-        elif not subscribed and pub.subscribed:
-            self._unsubscribe(participant, pub)
-
-    def _unsubscribe(self, participant: FakeParticipant, pub: FakePublication) -> None:
-        track = pub.track
-        pub.subscribed = False
-        self.emit("track_unsubscribed", track, pub, participant)
-
-    def join(self, participant: FakeParticipant) -> None:
-        self.remote_participants[participant.identity] = participant
-        self.emit("participant_connected", participant)
-
-    def publish(self, participant: FakeParticipant, kind: int = AUDIO) -> FakePublication:
-        pub = FakePublication(self, participant, kind)
-        participant.track_publications[pub.sid] = pub
-        self.emit("track_published", pub, participant)
-        return pub
-
-    def unpublish(self, participant: FakeParticipant, pub: FakePublication) -> None:
-        # the SDK's order: track_unsubscribed, then track_unpublished
-        if pub.subscribed:
-            self._unsubscribe(participant, pub)
-        participant.track_publications.pop(pub.sid, None)
-        self.emit("track_unpublished", pub, participant)
-
-    def leave(self, participant: FakeParticipant) -> None:
-        for pub in list(participant.track_publications.values()):
-            self.unpublish(participant, pub)
-        self.remote_participants.pop(participant.identity, None)
-        self.emit("participant_disconnected", participant)
-
-    def end(self, reason: int = rtc.DisconnectReason.ROOM_DELETED) -> None:
-        self.connected = False
-        self.emit("connection_state_changed", rtc.ConnectionState.CONN_DISCONNECTED)
-        self.emit("disconnected", reason)
-
-
-def audio_pub(participant: FakeParticipant) -> FakePublication:
-    return next(p for p in participant.track_publications.values() if p.kind == AUDIO)
-
-
-def ramp(n: int, start: int = 0, channels: int = 1) -> np.ndarray:
-    return ((np.arange(start, start + n * channels) % 20000) - 10000).astype(np.int16).reshape(n, channels)
-
-
-def frames_of(samples: np.ndarray, frame_ms: int = 10, rate: int = RATE) -> list[rtc.AudioFrame]:
-    per = rate * frame_ms // 1000
-    ch = samples.shape[1]
-    return [
-        rtc.AudioFrame(samples[i : i + per].tobytes(), rate, ch, len(samples[i : i + per]))
-        for i in range(0, len(samples), per)
-    ]
-
-
-async def feed(pub: FakePublication, frames: list[rtc.AudioFrame], clock: Clock | None = None) -> None:
-    """Deliver frames in real-time order: the clock moves by each frame's duration before it arrives."""
-    assert pub.track is not None
-    for frame in frames:
-        if clock is not None:
-            clock.t += frame.duration
-        pub.track.frames.put_nowait(frame)
-        await pub.track.frames.join()
-
-
-async def settle() -> None:
-    for _ in range(10):  # lets call_soon'd SDK answers (subscriptions) run; no wall-clock waiting
-        await asyncio.sleep(0)
+from quantcoach.roles import AGENT_KIND, speaker_role
+from stt.retry import Backoff
+from tests.support.livekit_fakes import (
+    AGENT,
+    AUDIO,
+    KEY,
+    RATE,
+    SECRET,
+    VIDEO,
+    Clock,
+    FakeParticipant,
+    FakeRoom,
+    RoomFactory,
+    StreamFactory,
+    audio_pub,
+    feed,
+    frames_of,
+    make_settings,
+    ramp,
+    settle,
+)
 
 
 class Harness:
@@ -357,6 +147,18 @@ def check_stream_order(events: list[Any]) -> dict[str, list[list[Any]]]:
 )
 def test_speaker_role(identity: str, attributes: dict[str, str], metadata: str, kind: int, role: str) -> None:
     assert speaker_role(identity, attributes, metadata, kind) == role
+
+
+def test_agent_kind_is_the_sdks() -> None:
+    assert AGENT_KIND == AGENT
+
+
+def test_join_backoff_doubles_from_half_a_second_to_30_s_with_a_quarter_jitter() -> None:
+    assert Backoff(initial_s=0.5, max_s=30.0, multiplier=2.0, jitter=0.25) == JOIN_BACKOFF
+    low, high = Backoff(rng=lambda lo, _hi: lo), Backoff(rng=lambda _lo, hi: hi)
+    for attempt, base in [(1, 0.5), (2, 1.0), (3, 2.0), (5, 8.0), (7, 30.0), (1000, 30.0)]:
+        assert (low.delay(attempt), high.delay(attempt)) == pytest.approx((base * 0.75, base * 1.25))
+        assert base * 0.75 <= JOIN_BACKOFF.delay(attempt) <= base * 1.25
 
 
 def test_agent_token_is_hidden_subscribe_only_agent() -> None:
@@ -641,7 +443,7 @@ def _chunk(identity: str, start: float) -> AudioChunk:
 def test_outbox_drops_audio_counted_and_logged_never_control(caplog: pytest.LogCaptureFixture) -> None:
     box = AudioOutbox(maxsize=2)
     who = Participant("mock-1", "cand-1", "Riley", "candidate")
-    with caplog.at_level(logging.WARNING, logger="connectors.livekit_source"):
+    with caplog.at_level(logging.WARNING, logger="connectors.livekit.outbox"):
         assert box.put(ParticipantAnnounce(who, (who,)))
         assert box.put(_chunk("cand-1", 0.0))
         assert not box.put(_chunk("cand-1", 0.2))  # full
@@ -670,25 +472,6 @@ def test_outbox_drain_is_bounded_and_nonblocking() -> None:
 
 
 # --- the source, on its loop thread ---------------------------------------------------------------------
-
-
-class RoomFactory:
-    """Builds scripted FakeRooms on the source's loop thread; records which rooms were joined."""
-
-    def __init__(self, make: Callable[[str], FakeRoom] | None = None) -> None:
-        self._make = make or (lambda name: FakeRoom(name))
-        self.rooms: list[FakeRoom] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, name: str) -> FakeRoom:
-        room = self._make(name)
-        with self.lock:
-            self.rooms.append(room)
-        return room
-
-    def names(self) -> set[str]:
-        with self.lock:
-            return {r.name for r in self.rooms}
 
 
 def pump(
@@ -770,7 +553,7 @@ def test_control_events_start_and_finish_rooms(caplog: pytest.LogCaptureFixture)
 
 
 def test_join_retries_with_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("connectors.livekit_source._backoff", lambda attempt: 0.0)
+    monkeypatch.setattr("connectors.livekit.supervisor.JOIN_BACKOFF", Backoff(rng=lambda _lo, _hi: 0.0))
     factory = RoomFactory(lambda name: FakeRoom(name, fail_connects=1 if not factory.rooms else 0))
     src = LiveKitSource(make_settings(), rooms=["mock-1"], discover=False, room_factory=factory)
     part = src.build("in", 0, 1)
@@ -807,6 +590,39 @@ def test_room_event_feeds_shared_and_per_worker() -> None:
     assert sorted(calls) == [(0, 2), (1, 2)]
 
 
+def test_a_leave_in_progress_is_held_until_done() -> None:
+    """asyncio keeps only weak references to tasks: the supervisor holds each leave until it is done."""
+
+    async def main() -> None:
+        factory, closed = RoomFactory(), []
+        sup = RoomSupervisor(
+            settings=make_settings(),
+            worker_index=0,
+            worker_count=1,
+            emit=lambda _event: None,
+            on_room_closed=closed.append,
+            on_done=lambda: None,
+            rooms=["mock-1"],
+            discover=False,
+            has_control=True,
+            room_factory=factory,
+            stream_factory=StreamFactory(),
+            clock=Clock(),
+        )
+        await sup.start()
+        for _ in range(100):
+            if sup._sessions["mock-1"].handler is not None:  # joined: leaving is a task of its own
+                break
+            await asyncio.sleep(0)
+        sup.leave("mock-1", "room_finished")
+        (leaving,) = sup._leaving
+        await leaving
+        await settle()
+        assert not sup._leaving and closed == ["mock-1"] and factory.rooms[0].disconnect_calls == 1
+
+    asyncio.run(main())
+
+
 def test_stop_while_connecting_ends_the_source() -> None:
     factory = RoomFactory(lambda name: FakeRoom(name, hang_connect=True))
     src = LiveKitSource(make_settings(), rooms=["mock-1"], discover=False, room_factory=factory)
@@ -825,7 +641,7 @@ def test_real_sdk_room_join_failure_is_retried_and_stop_ends(caplog: pytest.LogC
     src = LiveKitSource(make_settings("ws://127.0.0.1:9"), rooms=["mock-1"], discover=False)
     part = src.build("in", 0, 1)
     try:
-        with caplog.at_level(logging.WARNING, logger="connectors.livekit_source"):
+        with caplog.at_level(logging.WARNING, logger="connectors.livekit.supervisor"):
             pump([part], lambda _: "joining room mock-1 failed" in caplog.text)
         src.stop()
         assert pump([part], lambda _: False) == []

@@ -1,9 +1,11 @@
-"""LiveKit server API for web/: RoomService calls, participant tokens per role, webhook verification.
+"""LiveKit server API: RoomService calls and webhook verification for web/, and the tokens (a
+participant's per role, the transcription agent's).
 
 Everything goes through livekit-api. Its RoomService is asyncio/aiohttp while Flask handlers are
-synchronous, so calls run on one loop thread per process (``connectors.aio.LoopThread``) that owns a
+synchronous, so calls run on one loop thread per process (``quantcoach.aio.LoopThread``) that owns a
 pooled aiohttp session; request threads wait on the result with a deadline. The loop is started lazily
-and again after a fork, because gunicorn forks workers after the app may already exist.
+and again after a fork, because gunicorn forks workers after the app may already exist. Roles are
+``quantcoach.roles.ROLES``; ``grants_for`` covers each.
 """
 
 from __future__ import annotations
@@ -35,15 +37,12 @@ from livekit.protocol.room import (
 )
 from livekit.protocol.webhook import WebhookEvent
 
-from connectors.aio import LoopThread
+from quantcoach.aio import LoopThread
+from quantcoach.settings import Settings
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Roles a token can be minted for (quantcoach.records.ROLES, repeated here so that this module's
-#: grants table is complete on its own; tests check the two agree).
-ROLES = ("interviewer", "candidate", "agent", "participant")
 
 #: Default deadline for one RoomService call; a LiveKit that does not answer in time is "unreachable".
 DEFAULT_TIMEOUT_S = 5.0
@@ -118,6 +117,19 @@ class TokenMinter:
             .with_metadata(json.dumps({"role": role}))
         )
         return token.to_jwt()
+
+
+def agent_token(settings: Settings, room: str) -> str:
+    """A JWT for the hidden transcription agent: join ``room``, subscribe only (the agent's grants)."""
+    return (
+        AccessToken(settings.livekit_api_key.reveal(), settings.livekit_api_secret.reveal())
+        .with_identity(settings.agent_identity)
+        .with_name("QuantCoach transcriber")
+        .with_kind("agent")
+        .with_ttl(dt.timedelta(seconds=settings.token_ttl_s))
+        .with_grants(grants_for("agent", room))
+        .to_jwt()
+    )
 
 
 # --- webhooks ----------------------------------------------------------------------------------------
