@@ -3,7 +3,11 @@
 Media time (seconds since the session's start) is carried on every record so that a replay gives the
 same windows at any speed; wall-clock time appears only in ``emitted_at``.
 
-This module imports nothing of ours (see DESIGN.md: dependencies point one way).
+The wire format is defined once, by the pydantic models at the end (``TranscriptRecord``,
+``WindowRecord``): they validate what comes in (``Transcript.from_record``, ``window_record_is_valid``),
+and ``quantcoach.schemas`` generates ``schemas/*.json`` and the API's OpenAPI components from them.
+
+This module imports nothing of ours but the roles (see DESIGN.md: dependencies point one way).
 """
 
 from __future__ import annotations
@@ -12,16 +16,16 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from quantcoach.roles import SPEAKER_ROLES
 
 TRANSCRIPT_SCHEMA = "quantcoach.transcript/1"
 WINDOW_SCHEMA = "quantcoach.window/1"
 
-ROLES = ("interviewer", "candidate", "agent", "participant")
-#: Roles whose speech is transcribed and that appear as a transcript's ``speaker``.
-SPEAKER_ROLES = ("interviewer", "candidate", "participant")
 WINDOW_REASONS = ("length", "speaker_change", "idle", "end")
 
 
@@ -33,11 +37,6 @@ def utc_now_iso() -> str:
 def participant_key(room: str, identity: str) -> str:
     """The Bytewax key of a participant stream: ``room/identity``."""
     return f"{room}/{identity}"
-
-
-def room_of_key(key: str) -> str:
-    """The room part of a participant key (room names never contain '/', identities may)."""
-    return key.split("/", 1)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,26 +152,10 @@ class Transcript:
         }
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Transcript:
+    def from_record(cls, record: Any) -> Transcript:
         """Validate and build from a wire record; raises ``RecordError`` with the reason."""
-        _check_schema(record, TRANSCRIPT_SCHEMA)
-        try:
-            fields = {
-                "room": _str(record, "room"),
-                "participant": _str(record, "participant"),
-                "speaker": _str(record, "speaker"),
-                "name": _str(record, "name", allow_empty=True),
-                "utterance_id": _str(record, "utterance_id"),
-                "text": _str(record, "text", allow_empty=True),
-                "is_final": _bool(record, "is_final"),
-                "start": _num(record, "start"),
-                "end": _num(record, "end"),
-                "engine": _str(record, "engine"),
-                "emitted_at": _str(record, "emitted_at"),
-            }
-        except KeyError as exc:
-            raise RecordError(f"missing field {exc.args[0]!r}") from None
-        return cls(**fields)
+        wire = _validate(TranscriptRecord, record, TRANSCRIPT_SCHEMA)
+        return cls(**wire.model_dump(exclude={"schema_"}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,54 +221,101 @@ class RecordError(ValueError):
     """A wire record that is not a valid QuantCoach record."""
 
 
-def _check_schema(record: Any, schema: str) -> None:
+def window_record_is_valid(record: Any) -> None:
+    """Validate a wire window record; raises ``RecordError`` with the reason."""
+    _validate(WindowRecord, record, WINDOW_SCHEMA)
+
+
+def _validate(model: type[_Wire], record: Any, schema: str) -> Any:
     if not isinstance(record, dict):
         raise RecordError("record is not a JSON object")
     if record.get("schema") != schema:
         raise RecordError(f"schema is {record.get('schema')!r}, expected {schema!r}")
-
-
-def _str(record: dict[str, Any], key: str, *, allow_empty: bool = False) -> str:
-    value = record[key]
-    if not isinstance(value, str) or (not allow_empty and not value):
-        raise RecordError(f"field {key!r} must be a non-empty string")
-    return value
-
-
-def _num(record: dict[str, Any], key: str) -> float:
-    value = record[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise RecordError(f"field {key!r} must be a finite number")
-    return float(value)
-
-
-def _bool(record: dict[str, Any], key: str) -> bool:
-    value = record[key]
-    if not isinstance(value, bool):
-        raise RecordError(f"field {key!r} must be a boolean")
-    return value
-
-
-def window_record_is_valid(record: Any) -> None:
-    """Validate a wire window record; raises ``RecordError`` with the reason."""
-    _check_schema(record, WINDOW_SCHEMA)
     try:
-        _str(record, "room")
-        _str(record, "window_id")
-        if not isinstance(record["seq"], int) or isinstance(record["seq"], bool) or record["seq"] < 0:
-            raise RecordError("field 'seq' must be a non-negative integer")
-        _num(record, "start")
-        _num(record, "end")
-        if record["reason"] not in WINDOW_REASONS:
-            raise RecordError(f"field 'reason' must be one of {WINDOW_REASONS}")
-        if not isinstance(record["segments"], list) or not record["segments"]:
-            raise RecordError("field 'segments' must be a non-empty list")
-        _str(record, "text", allow_empty=True)
-        _str(record, "emitted_at")
-    except KeyError as exc:
-        raise RecordError(f"missing field {exc.args[0]!r}") from None
+        return model.model_validate(record)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"])
+        if err["type"] == "missing":
+            raise RecordError(f"missing field {where!r}") from None
+        raise RecordError(f"field {where!r}: {err['msg']}") from None
 
 
 def dumps(record: dict[str, Any]) -> str:
     """The one JSON encoding used on the wire and in JSONL files."""
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+# --- the wire format, defined once --------------------------------------------------------------------
+UTC_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$"
+
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+MediaTime = Annotated[float, Field(ge=0, allow_inf_nan=False, description="media seconds")]
+Speaker = Annotated[Literal[SPEAKER_ROLES], Field(description="the participant's role")]
+Identity = Annotated[NonEmpty, Field(description="participant identity")]
+DisplayName = Annotated[str, Field(description="display name; may be empty")]
+UtcTimestamp = Annotated[
+    str,
+    StringConstraints(pattern=UTC_TIMESTAMP),
+    Field(description="wall-clock time of emission, ISO 8601 UTC", json_schema_extra={"format": "date-time"}),
+]
+RoomName = Annotated[NonEmpty, Field(description="room name; also the Kafka key")]
+
+
+class _Wire(BaseModel):
+    # Strict: JSON types as they are (no "1" for 1, no 1 for true); unknown fields are errors.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, validate_by_name=True)
+
+
+class TranscriptRecord(_Wire):
+    """One utterance of one participant. Kafka key: the room name (UTF-8). Value: this object as compact
+    UTF-8 JSON. Times are media seconds since the session's start; only emitted_at is wall-clock."""
+
+    model_config = ConfigDict(title="QuantCoach transcript (topic interview.transcripts)")
+
+    schema_: Literal[TRANSCRIPT_SCHEMA] = Field(alias="schema")
+    room: RoomName
+    participant: Identity
+    speaker: Speaker
+    name: DisplayName
+    utterance_id: NonEmpty
+    text: str
+    is_final: bool = Field(description="the sink sends final transcripts only")
+    start: MediaTime
+    end: MediaTime
+    engine: NonEmpty = Field(description="speech-to-text engine, e.g. whisper")
+    emitted_at: UtcTimestamp
+
+
+class SegmentRecord(_Wire):
+    """One transcript inside a window."""
+
+    model_config = ConfigDict(title="Segment")
+
+    participant: Identity
+    speaker: Speaker
+    name: DisplayName
+    text: str
+    start: MediaTime
+    end: MediaTime
+
+
+class WindowRecord(_Wire):
+    """A stretch of one room's conversation for evaluation: the previous window's tail as context plus
+    new transcripts. Kafka key: the room name (UTF-8). Value: this object as compact UTF-8 JSON. Times are
+    media seconds; only emitted_at is wall-clock."""
+
+    model_config = ConfigDict(title="QuantCoach evaluation window (topic interview.windows)")
+
+    schema_: Literal[WINDOW_SCHEMA] = Field(alias="schema")
+    room: RoomName
+    window_id: str = Field(
+        pattern=r"^.+:[0-9]+$", description="<room>:<seq>, stable across replays and recovery"
+    )
+    seq: int = Field(ge=0, description="window number within the room, from 0")
+    start: float = Field(ge=0, allow_inf_nan=False, description="first segment's start (media seconds)")
+    end: float = Field(ge=0, allow_inf_nan=False, description="last segment's end (media seconds)")
+    reason: Literal[WINDOW_REASONS] = Field(description="what closed the window")
+    segments: list[SegmentRecord] = Field(min_length=1)
+    text: str = Field(description="one 'Speaker: text' line per segment, e.g. 'Interviewer: ...'")
+    emitted_at: UtcTimestamp

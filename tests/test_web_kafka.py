@@ -8,7 +8,7 @@ import uuid
 from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from connectors.room_events import ROOM_EVENT_SCHEMA, KafkaRoomEventPublisher
+from connectors.kafka.room_events import ROOM_EVENT_SCHEMA, KafkaRoomEventPublisher
 from tests.kafka_broker import kafka_broker as _kafka_broker  # noqa: F401
 from tests.test_web_webhooks import event_body, sign
 from tests.twirp_server import TwirpRoomServer

@@ -103,6 +103,25 @@ def test_create_invalid_input(client: FlaskClient, server: TwirpRoomServer, body
     assert not server.state.rooms
 
 
+def test_errors_name_the_field_and_what_it_accepts(client: FlaskClient) -> None:
+    resp = client.post("/rooms/create", json={"max_participants": "10"}, headers=AUTH)
+    assert resp.get_json()["error"] == {
+        "code": "invalid_max_participants",
+        "message": "max_participants: an integer from 1 to 1000",
+    }
+    resp = client.post("/rooms/create", json={"room_name": "create"}, headers=AUTH)
+    assert resp.get_json()["error"] == {
+        "code": "invalid_room_name",
+        "message": "room_name: 'create' is reserved",
+    }
+
+
+def test_an_integral_json_number_is_an_integer(client: FlaskClient) -> None:
+    # JSON has one number type: 3.0 is the integer 3 (JSON Schema's "integer", as /openapi.json says).
+    resp = client.post("/rooms/create", json={"room_name": "int-3", "max_participants": 3.0}, headers=AUTH)
+    assert resp.status_code == 200 and resp.get_json()["max_participants"] == 3
+
+
 def test_null_room_name_is_generated(client: FlaskClient) -> None:
     resp = client.post("/rooms/create", json={"room_name": None}, headers=AUTH)
     assert resp.status_code == 200 and resp.get_json()["name"].startswith("interview-")

@@ -578,7 +578,7 @@ class _LateApp:
 
 
 _late = _LateApp()
-_schema = schemathesis.openapi.from_dict(build_document()).include(
+_schema = schemathesis.openapi.from_dict(build_document(create_app(Settings()))).include(
     path_regex=r"^/rooms/\{name\}/(transcript|windows|events)$"
 )
 _schema.app = _late

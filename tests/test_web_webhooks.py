@@ -17,7 +17,7 @@ from livekit.api import AccessToken
 from livekit.protocol.models import ParticipantInfo, Room
 from livekit.protocol.webhook import WebhookEvent
 
-from connectors.room_events import (
+from connectors.kafka.room_events import (
     ROOM_EVENT_SCHEMA,
     KafkaRoomEventPublisher,
     MemoryPublisher,

@@ -2,80 +2,33 @@
 
 One blueprint per resource (rooms, tokens, webhooks, health, transcripts, openapi). The outside things
 the routes use (RoomService client, token minter, webhook verifier, room-event publisher, transcript
-store) are built here from the settings, or passed in by tests, and reached through ``services()``.
-With LiveKit unconfigured the app still starts: health says so and the LiveKit routes answer 503. The
-transcript store is opened on first use, so an unreachable database makes only its routes answer 503.
+store) are built here from the settings, or passed in by tests, and reached through
+``web.services.services()``. With LiveKit unconfigured the app still starts: health says so and the
+LiveKit routes answer 503. The transcript store is opened on first use, so an unreachable database
+makes only its routes answer 503.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import math
-import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flask import Flask, Response, current_app
+from flask import Flask, Response
 
-from connectors.livekit_rooms import RoomsClient, TokenMinter, WebhookVerifier
-from connectors.room_events import KafkaRoomEventPublisher, RoomEventPublisher
-from quantcoach.settings import Secret, Settings
+from connectors.kafka.room_events import KafkaRoomEventPublisher, RoomEventPublisher
+from connectors.livekit.api import RoomsClient, TokenMinter, WebhookVerifier
+from quantcoach.settings import Settings
+from web import health, openapi, tokens, transcripts, webhooks
+from web import rooms as rooms_bp
 from web.auth import ApiKeys, install_access_control
-from web.errors import ApiError, register_error_handlers
-
-if TYPE_CHECKING:
-    from web.transcripts import StoreAccess
+from web.errors import register_error_handlers
+from web.services import Services, StoreAccess, install
 
 log = logging.getLogger(__name__)
 
-_EXT = "quantcoach"
-
-
-@dataclass
-class Services:
-    settings: Settings
-    rooms: RoomsClient | None
-    minter: TokenMinter | None
-    webhooks: WebhookVerifier | None
-    publisher: RoomEventPublisher | None
-    store: StoreAccess | None = None  # the transcript store, opened on first use
-    # health's cached LiveKit probe: (monotonic time, reachable)
-    probe: tuple[float, bool] = (-math.inf, False)
-    probe_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def need_rooms(self) -> RoomsClient:
-        if self.rooms is None:
-            raise _not_configured()
-        return self.rooms
-
-    def need_minter(self) -> TokenMinter:
-        if self.minter is None:
-            raise _not_configured()
-        return self.minter
-
-    def need_store(self) -> StoreAccess:
-        if self.store is None:  # only a Services built by hand lacks one
-            raise ApiError(503, "store_unavailable", "no transcript store configured")
-        return self.store
-
-
-def _not_configured() -> ApiError:
-    return ApiError(
-        503,
-        "livekit_not_configured",
-        "LiveKit is not configured (set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET)",
-    )
-
-
-def _reveal(value: str) -> str:
-    # Settings built in code may hold a plain str where from_env() puts a Secret.
-    return value.reveal() if isinstance(value, Secret) else str.__str__(value)
-
-
-def services() -> Services:
-    return current_app.extensions[_EXT]
+BLUEPRINTS = (health.bp, rooms_bp.bp, tokens.bp, webhooks.bp, transcripts.bp, openapi.bp)
 
 
 def create_app(
@@ -87,11 +40,8 @@ def create_app(
 ) -> Flask:
     """Build the app. ``rooms`` and ``publisher`` replace the ones built from ``settings`` (tests);
     ``config`` overrides Flask config keys, e.g. the event stream's ``SSE_*`` timings."""
-    # Blueprints import services() from here; importing them late keeps that cycle harmless.
-    from web import health, openapi, tokens, transcripts, webhooks
-    from web import rooms as rooms_bp
-
-    app = Flask("quantcoach.web")
+    # No static folder: the API serves no files, whatever the directory it is started from holds.
+    app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config.update(transcripts.SSE_DEFAULTS)
     app.config.update(config or {})
@@ -100,7 +50,7 @@ def create_app(
     logging.getLogger("web").setLevel(settings.log_level.upper())
     logging.getLogger("connectors").setLevel(settings.log_level.upper())
 
-    key, secret = _reveal(settings.livekit_api_key), _reveal(settings.livekit_api_secret)
+    key, secret = settings.livekit_api_key.reveal(), settings.livekit_api_secret.reveal()
     if settings.livekit_configured:
         if rooms is None:
             rooms = RoomsClient(settings.livekit_url, key, secret)
@@ -112,13 +62,16 @@ def create_app(
     if publisher is None and settings.kafka_configured and settings.webhook_forward:
         publisher = KafkaRoomEventPublisher(settings.kafka_servers, settings.kafka_topic_rooms)
 
-    app.extensions[_EXT] = Services(
-        settings=settings,
-        rooms=rooms,
-        minter=TokenMinter(key, secret, settings.token_ttl_s) if settings.livekit_configured else None,
-        webhooks=WebhookVerifier(key, secret) if has_keys else None,
-        publisher=publisher,
-        store=transcripts.StoreAccess(settings.database_url),
+    install(
+        app,
+        Services(
+            settings=settings,
+            rooms=rooms,
+            minter=TokenMinter(key, secret, settings.token_ttl_s) if settings.livekit_configured else None,
+            webhooks=WebhookVerifier(key, secret) if has_keys else None,
+            publisher=publisher,
+            store=StoreAccess(settings.database_url),
+        ),
     )
 
     register_error_handlers(app)
@@ -126,7 +79,7 @@ def create_app(
     if not api_keys:
         log.warning("QUANTCOACH_API_KEYS is empty: every protected route answers 403")
     install_access_control(app, api_keys, settings.cors_origin_list)
-    for bp in (health.bp, rooms_bp.bp, tokens.bp, webhooks.bp, transcripts.bp, openapi.bp):
+    for bp in BLUEPRINTS:
         app.register_blueprint(bp)
 
     @app.after_request

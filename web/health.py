@@ -8,18 +8,16 @@ health checks do not turn into a stream of calls to LiveKit.
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
 import math
 import time
-import tomllib
-from pathlib import Path
-from typing import Any
+from typing import Literal
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel
 
-from web.app import Services, services
+from web.openapi import operation, version
+from web.services import Services, services
 
 bp = Blueprint("health", __name__)
 
@@ -27,16 +25,13 @@ SERVICE = "QuantCoach API"
 PROBE_TTL_S = 5.0
 
 
-@functools.cache
-def version() -> str:
-    try:
-        return importlib.metadata.version("quantcoach")
-    except importlib.metadata.PackageNotFoundError:  # running from a checkout, not installed
-        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
-        try:
-            return str(tomllib.loads(pyproject.read_text())["project"]["version"])
-        except (OSError, KeyError, tomllib.TOMLDecodeError):
-            return "unknown"
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    service: str
+    version: str
+    livekit_configured: bool
+    livekit_reachable: bool
+    kafka_configured: bool
 
 
 def livekit_reachable(svc: Services) -> bool:
@@ -60,24 +55,26 @@ def livekit_reachable(svc: Services) -> bool:
         svc.probe_lock.release()
 
 
-def _payload() -> dict[str, Any]:
+def _payload() -> Health:
     svc = services()
     reachable = livekit_reachable(svc)
-    return {
-        "status": "ok" if reachable else "degraded",
-        "service": SERVICE,
-        "version": version(),
-        "livekit_configured": svc.settings.livekit_configured,
-        "livekit_reachable": reachable,
-        "kafka_configured": svc.settings.kafka_configured,
-    }
+    return Health(
+        status="ok" if reachable else "degraded",
+        service=SERVICE,
+        version=version(),
+        livekit_configured=svc.settings.livekit_configured,
+        livekit_reachable=reachable,
+        kafka_configured=svc.settings.kafka_configured,
+    )
 
 
 @bp.get("/")
+@operation("root", "Service status", ok=("service status", Health), public=True)
 def root() -> ResponseReturnValue:
-    return jsonify(_payload())
+    return jsonify(_payload().model_dump())
 
 
 @bp.get("/health")
+@operation("health", "Service status", ok=("service status", Health), public=True)
 def health() -> ResponseReturnValue:
-    return jsonify(_payload())
+    return jsonify(_payload().model_dump())

@@ -1,7 +1,7 @@
 """``POST /tokens/generate``: a participant token for an existing or future room.
 
 Minting is local (HS256 with the LiveKit API secret), so this route needs LiveKit configured but never
-calls it. Grants follow the role (``connectors.livekit_rooms.grants_for``); ``role`` defaults to
+calls it. Grants follow the role (``connectors.livekit.api.grants_for``); ``role`` defaults to
 ``participant``, the least privileged, as in the original backend.
 """
 
@@ -9,24 +9,50 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, ConfigDict, Field
 
-from connectors.livekit_rooms import ROLES
-from web import errors
-from web.app import services
+from web import validation
+from web.openapi import AUTH_ERRORS, operation
+from web.services import services
+from web.validation import DisplayName, Identity, Role, RoomName
 
 bp = Blueprint("tokens", __name__)
 
 
-@bp.post("/tokens/generate")
-def generate_token() -> ResponseReturnValue:
-    body = errors.json_object()
-    room = errors.room_name(body.get("room_name"))
-    identity = errors.identity(body.get("participant_identity"))
-    name = errors.display_name(body.get("participant_name"))
-    role = errors.choice(body, "role", "participant", ROLES)
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(strict=True)
 
+    room_name: RoomName
+    participant_identity: Identity
+    participant_name: DisplayName | None = None
+    role: Role = "participant"
+
+
+class TokenResponse(BaseModel):
+    token: str = Field(description="LiveKit access token (JWT)")
+    room_name: str
+    participant_identity: str
+    url: str
+
+
+@bp.post("/tokens/generate")
+@operation(
+    "generateToken",
+    "A participant token with the grants of its role",
+    ok=("token issued", TokenResponse),
+    body=TokenRequest,
+    errors=(400, *AUTH_ERRORS, 413, 415, 503),
+)
+def generate_token() -> ResponseReturnValue:
+    req = validation.body(TokenRequest)
     svc = services()
-    token = svc.need_minter().mint(room, identity, role, name)
-    return jsonify(
-        {"token": token, "room_name": room, "participant_identity": identity, "url": svc.settings.livekit_url}
+    token = svc.need_minter().mint(
+        req.room_name, req.participant_identity, req.role, req.participant_name or ""
     )
+    issued = TokenResponse(
+        token=token,
+        room_name=req.room_name,
+        participant_identity=req.participant_identity,
+        url=svc.settings.livekit_url,
+    )
+    return jsonify(issued.model_dump())

@@ -6,32 +6,31 @@
                                   then new ones as they land; ``id`` is the store position
 
 The store is written by another process (``quantcoach store``, ``replay --store``); this app only reads
-it. It is opened once per app, on first use, so that the API starts (and its other routes serve) while
-the database is down: these routes then answer 503 and the next request tries again.
+it, through ``web.services.StoreAccess`` (opened on first use; 503 while the database is down).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Annotated, Literal
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy.engine import make_url
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.store import Store, StoredEvent
-from quantcoach.records import dumps
-from web import errors
-from web.app import services
-from web.errors import ApiError, error_response
+from quantcoach.records import TranscriptRecord, WindowRecord, dumps
+from web import validation
+from web.errors import ApiError
+from web.openapi import STORE_ERRORS, operation
+from web.services import services
+from web.validation import Invalid, query_number
 
 log = logging.getLogger(__name__)
 
@@ -53,98 +52,49 @@ SSE_DEFAULTS: dict[str, float] = {
     "SSE_RETRY_MS": 2000,
 }
 EVENT_BATCH = 500  # records per store read; a longer backlog is read in further batches at once
-OPEN_RETRY_S = 2.0  # after a failed open, requests answer 503 at once for this long before trying again
-PG_CONNECT_TIMEOUT_S = 5  # an unreachable PostgreSQL host must not hold a request thread for minutes
-
-_NUMBER_RE = re.compile(r"\+?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_EVENT_ID_RE = re.compile(r"[0-9]{1,18}")  # a store position: fits a signed 64-bit integer
+EVENT_ID_PATTERN = "[0-9]{1,18}"  # a store position: fits a signed 64-bit integer
+_EVENT_ID_RE = re.compile(EVENT_ID_PATTERN)
 FORMATS = ("json", "text")
 
 
-def _unavailable() -> ApiError:
-    return ApiError(503, "store_unavailable", "the transcript store is unavailable; try again later")
-
-
-class StoreAccess:
-    """The app's one transcript store, opened on first use and shared by the request threads.
-
-    A SQLite file that does not exist yet means nothing is stored yet: ``get()`` answers ``None`` and
-    creates nothing (reads must not create the database of a store job that has not run; the tests'
-    apps then leave no file behind). A failed open is retried, at most every ``OPEN_RETRY_S``.
-    """
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._secret = ""
-        self._sqlite_file: Path | None = None
-        self._store: Store | None = None
-        self._retry_at = -math.inf
-        self._lock = threading.Lock()
-        try:
-            parsed = make_url(url)
-        except (SQLAlchemyError, ValueError):
-            return  # the app still starts; each open attempt fails and answers 503
-        if parsed.get_backend_name() == "sqlite":
-            db = parsed.database or ""
-            if db and db != ":memory:" and not db.startswith("file:"):
-                self._sqlite_file = Path(db)
-        elif parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
-            parsed = parsed.update_query_dict({"connect_timeout": str(PG_CONNECT_TIMEOUT_S)})
-            self._url = parsed.render_as_string(hide_password=False)
-        self._secret = parsed.password or ""
-
-    def get(self) -> Store | None:
-        """The store, or ``None`` while its SQLite file does not exist; ``ApiError`` 503 if unreachable."""
-        store = self._store
-        if store is not None:
-            return store
-        if self._sqlite_file is not None and not self._sqlite_file.exists():
-            return None
-        with self._lock:  # one open at a time; the others wait for its result
-            if self._store is not None:
-                return self._store
-            if time.monotonic() < self._retry_at:
-                raise _unavailable()
-            try:
-                self._store = Store(self._url)
-            except (SQLAlchemyError, OSError, ValueError, ImportError) as exc:
-                self._retry_at = time.monotonic() + OPEN_RETRY_S
-                log.warning("transcript store unavailable: %s", self._describe(exc))
-                raise _unavailable() from None
-            return self._store
-
-    def close(self) -> None:
-        with self._lock:
-            if self._store is not None:
-                self._store.close()
-                self._store = None
-
-    def _describe(self, exc: BaseException) -> str:
-        # First line only (SQLAlchemy appends SQL and links), with the URL and password masked.
-        text = (str(exc).strip().splitlines() or [""])[0].replace(self._url, "(DATABASE_URL)")
-        if self._secret:
-            text = text.replace(self._secret, "***")
-        return f"{type(exc).__name__}: {text}"
-
-
-@bp.errorhandler(SQLAlchemyError)
-def _store_error(exc: SQLAlchemyError) -> Response:
-    # The store went away after it was opened (server restarted, file locked for too long).
-    log.warning("transcript store error: %s", type(exc).__name__)
-    return error_response(503, "store_unavailable", "the transcript store is unavailable; try again later")
-
-
 # --- input ------------------------------------------------------------------------------------------
-def _number(field: str, *, positive: bool) -> float | None:
-    """A query parameter that must be a finite decimal number, ``>= 0`` (or ``> 0``); absent: None."""
-    raw = request.args.get(field)
-    if raw is None:
-        return None
-    value = float(raw) if _NUMBER_RE.fullmatch(raw) else math.nan
-    if not math.isfinite(value) or (positive and value <= 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ApiError(400, f"invalid_{field}", f"{field}: a finite number {bound}")
-    return value
+class TranscriptQuery(BaseModel):
+    # format first: of two bad parameters, the format is the one reported
+    format: Annotated[
+        Literal[FORMATS],
+        Field(description="`text`: one `Interviewer: ...` line per transcript"),
+        Invalid("invalid_format", f"one of {', '.join(FORMATS)}"),
+    ] = "json"
+    since: Annotated[
+        query_number(ge=0) | None,
+        Field(description="only transcripts starting at or after this media time (s)"),
+        Invalid("invalid_since", "a finite number >= 0"),
+    ] = None
+
+
+class EventsQuery(BaseModel):
+    max_s: Annotated[
+        query_number(gt=0) | None,
+        Field(description="end the stream after this many seconds (the server caps it)"),
+        Invalid("invalid_max_s", "a finite number > 0"),
+    ] = None
+
+
+class RoomEvent(BaseModel):
+    """One Server-Sent Event of `/rooms/{name}/events`"""
+
+    event: Literal["transcript", "window"]
+    data: str = Field(description="the record's JSON (`Transcript` or `Window`)")
+    id: str = Field(pattern="^[0-9]+$", description="the store position")
+
+
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "description": "resume after this event id (EventSource sends it when it reconnects); absent or "
+    "empty: from the room's first record",
+    "schema": {"type": "string", "pattern": f"^(|{EVENT_ID_PATTERN})$"},
+}
 
 
 def _last_event_id() -> int:
@@ -166,32 +116,57 @@ def _room_store(name: str) -> Store:
 
 # --- reads --------------------------------------------------------------------------------------------
 @bp.get("/rooms/<room:name>/transcript")
+@operation(
+    "getTranscript",
+    "The room's final transcripts in media-time order",
+    ok=(
+        "transcripts (JSON records, or text lines with `format=text`)",
+        {"application/json": list[TranscriptRecord], "text/plain": {"type": "string"}},
+    ),
+    query=TranscriptQuery,
+    errors=STORE_ERRORS,
+)
 def transcript(name: str) -> ResponseReturnValue:
-    name = errors.room_name(name, "room name")
-    fmt = request.args.get("format", "json")
-    if fmt not in FORMATS:
-        raise ApiError(400, "invalid_format", f"format: one of {', '.join(FORMATS)}")
-    since = _number("since", positive=False)
+    name = validation.room_name(name)
+    q = validation.query(TranscriptQuery)
     store = _room_store(name)
-    items = store.transcripts(name, since)
-    if fmt == "text":
+    items = store.transcripts(name, q.since)
+    if q.format == "text":
         body = "".join(f"{t['speaker'].capitalize()}: {t['text']}\n" for t in items)
         return Response(body, mimetype="text/plain")
     return jsonify(items)
 
 
 @bp.get("/rooms/<room:name>/windows")
+@operation(
+    "getWindows",
+    "The room's evaluation windows in order",
+    ok=("windows", list[WindowRecord]),
+    errors=STORE_ERRORS,
+)
 def windows(name: str) -> ResponseReturnValue:
-    name = errors.room_name(name, "room name")
+    name = validation.room_name(name)
     return jsonify(_room_store(name).windows(name))
 
 
 # --- the event stream -----------------------------------------------------------------------------
 @bp.get("/rooms/<room:name>/events")
+@operation(
+    "roomEvents",
+    "Server-Sent Events: the room's stored records, then new ones as they land",
+    description="Events `transcript` and `window`; `data` is the record's JSON on one line, `id` its store "
+    "position (increasing). The stream starts with `retry: <ms>`, sends `: keep-alive` comments while idle "
+    "and ends after a server-set lifetime (or `max_s`); reconnect with `Last-Event-ID` to get exactly the "
+    "records after that id.",
+    ok=("an event stream (the schema is one event's)", {"text/event-stream": RoomEvent}),
+    query=EventsQuery,
+    headers=(_LAST_EVENT_ID,),
+    errors=STORE_ERRORS,
+)
 def events(name: str) -> ResponseReturnValue:
-    name = errors.room_name(name, "room name")
+    name = validation.room_name(name)
     after = _last_event_id()
-    max_s = _number("max_s", positive=True)
+    max_s = validation.query(EventsQuery).max_s
     cfg = current_app.config
     limit_s = float(cfg["SSE_MAX_S"]) if max_s is None else min(max_s, float(cfg["SSE_MAX_S"]))
     store = _room_store(name)

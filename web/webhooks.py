@@ -12,18 +12,38 @@ import logging
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel
 
-from connectors.livekit_rooms import WebhookMalformed, WebhookRejected
-from connectors.room_events import RoomEvent
-from web.app import services
+from connectors.kafka.room_events import RoomEvent
+from connectors.livekit.api import WebhookMalformed, WebhookRejected
 from web.errors import ApiError
+from web.openapi import operation
+from web.services import services
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("webhooks", __name__)
 
 
+class WebhookAck(BaseModel):
+    status: str
+    event: str
+    forwarded: bool
+
+
+#: The body is LiveKit's (protobuf JSON), checked by its signature and parsed by livekit-api.
+_LIVEKIT_EVENT = {"type": "object"}
+
+
 @bp.post("/livekit/webhook")
+@operation(
+    "livekitWebhook",
+    "LiveKit webhook receiver (signed by LiveKit, no API key)",
+    ok=("event accepted", WebhookAck),
+    body={"application/webhook+json": _LIVEKIT_EVENT, "application/json": _LIVEKIT_EVENT},
+    errors=(400, 401, 413, 503),
+    public=True,
+)
 def livekit_webhook() -> ResponseReturnValue:
     svc = services()
     if svc.webhooks is None:
@@ -45,4 +65,4 @@ def livekit_webhook() -> ResponseReturnValue:
             svc.publisher.publish(room_event)
             forwarded = True
             log.info("%s for %s forwarded", room_event.event, room_event.room)
-    return jsonify({"status": "ok", "event": event.event, "forwarded": forwarded})
+    return jsonify(WebhookAck(status="ok", event=event.event, forwarded=forwarded).model_dump())
