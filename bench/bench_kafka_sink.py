@@ -26,7 +26,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
-from connectors.kafka_sink import KafkaSink
+from connectors.kafka.sink import KafkaSink
 from quantcoach.records import EvaluationWindow, Segment, Transcript, dumps
 from tests.kafka_broker import TansuBroker
 

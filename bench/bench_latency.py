@@ -59,15 +59,16 @@ import numpy as np
 from bytewax.run import cli_main
 from kafka import KafkaConsumer, TopicPartition
 
-from connectors.kafka_consumer import parse_record
-from connectors.kafka_sink import KafkaSink, ensure_topics
+from connectors.kafka.client import ensure_topics
+from connectors.kafka.reader import parse_record
+from connectors.kafka.sink import KafkaSink
 from connectors.recording import load_session
 from connectors.replay_source import ReplaySource
-from connectors.stt import engine_for
-from connectors.stt.vad import StreamingVad, VadParams
 from flows.interview import FlowSinks, build_flow
 from quantcoach.records import TRANSCRIPT_SCHEMA, WINDOW_SCHEMA
 from quantcoach.settings import Settings
+from stt.engines import engine_for
+from stt.vad import StreamingVad, VadParams
 from tests.kafka_broker import TansuBroker
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.*
 
 from kafka import KafkaProducer
 
-from connectors.kafka_sink import ensure_topics
+from connectors.kafka.client import ensure_topics
 from connectors.store import Store
-from connectors.store_job import StoreJob
+from jobs.store import StoreJob
 from quantcoach.records import EvaluationWindow, Segment, Transcript, dumps
 from tests.kafka_broker import TansuBroker
 from tests.postgres_server import postgres_server

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from connectors.recording import IDENTITY, ROOM_NAME
+from connectors.recording import IDENTITY, ROOM_NAME, wire_name
 from quantcoach.records import AudioChunk, Participant, ParticipantAnnounce, TrackEnd
 
 log = logging.getLogger(__name__)
@@ -48,15 +48,6 @@ _PAD_BLOCK_S = 10.0
 def safe_name(text: str) -> str:
     """A file-name-safe form of a room name or identity (identities may hold '/', ':', spaces...)."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
-    return cleaned or "unnamed"
-
-
-def wire_name(text: str, pattern: re.Pattern[str]) -> str:
-    """``text`` if the session reader accepts it (``pattern``), else the closest name it accepts."""
-    if pattern.match(text):
-        return text
-    cleaned = re.sub(r"[^A-Za-z0-9_.:=@-]+", "_", text)
-    cleaned = re.sub(r"^[^A-Za-z0-9]+", "", cleaned)[:128]
     return cleaned or "unnamed"
 
 
@@ -105,7 +96,7 @@ class _RoomRecording:
         file, n = f"{stem}.wav", 2
         while file in taken:
             file, n = f"{stem}-{n}.wav", n + 1
-        if not IDENTITY.match(p.identity):
+        if not IDENTITY.fullmatch(p.identity):
             log.warning(
                 "recording %s: identity %r is written as %r (the session format's character set)",
                 self.room,

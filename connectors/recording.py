@@ -17,10 +17,13 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from quantcoach.records import SPEAKER_ROLES, Participant
+from quantcoach.records import Participant
+from quantcoach.roles import SPEAKER_ROLES
 
-ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=@-]{0,127}$")
-IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=@-]{0,127}$")
+#: The API's rules (always checked with ``fullmatch``): room names end up in URLs, Kafka keys and
+#: window ids ``<room>:<seq>``, identities in utterance ids ``<room>:<identity>:<n>``; neither holds ':'.
+ROOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+IDENTITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}")
 BARE_FILE = re.compile(r"^(?P<role>[a-z]+)-(?P<identity>.+)\.wav$", re.IGNORECASE)
 
 
@@ -64,6 +67,31 @@ class Session:
         return sum(t.duration for t in self.tracks)
 
 
+def wire_name(text: str, pattern: re.Pattern[str]) -> str:
+    """``text`` if ``pattern`` (``ROOM_NAME`` or ``IDENTITY``) accepts it, else the closest it accepts."""
+    if pattern.fullmatch(text):
+        return text
+    cleaned = re.sub("\0+", "_", "".join(c if pattern.fullmatch("a" + c) else "\0" for c in text))
+    cleaned = re.sub(r"^[^A-Za-z0-9]+", "", cleaned)
+    while cleaned and not pattern.fullmatch(cleaned):  # only too long is left: shorten
+        cleaned = cleaned[:-1]
+    return cleaned or "unnamed"
+
+
+def expand_sessions(paths: list[str]) -> list[Path]:
+    """Session directories from command-line arguments; a folder holding session folders expands to them."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        subs = sorted(d for d in p.iterdir() if d.is_dir()) if p.is_dir() else []
+        is_session = (p / "session.json").exists() or any(p.glob("*.wav")) if p.is_dir() else False
+        if p.is_dir() and not is_session and any((d / "session.json").exists() for d in subs):
+            out.extend(d for d in subs if (d / "session.json").exists())
+        else:
+            out.append(p)
+    return out
+
+
 def load_session(path: str | Path) -> Session:
     root = Path(path)
     if not root.exists():
@@ -97,9 +125,10 @@ def _read_manifest(manifest: Path) -> tuple[str, list[dict[str, Any]]]:
     if not isinstance(data, dict):
         raise SessionError(f"{manifest}: must be a JSON object with 'room' and 'participants'")
     room = data.get("room")
-    if not isinstance(room, str) or not ROOM_NAME.match(room):
+    if not isinstance(room, str) or not ROOM_NAME.fullmatch(room):
         raise SessionError(
-            f"{manifest}: 'room' must be 1-128 characters of letters, digits and _.:=@- (got {room!r})"
+            f"{manifest}: 'room' must be 1-64 characters of letters, digits and _.-, starting with a letter"
+            f" or digit (got {room!r})"
         )
     participants = data.get("participants")
     if not isinstance(participants, list) or not participants:
@@ -118,14 +147,17 @@ def _scan_bare(root: Path) -> tuple[str, list[dict[str, Any]]]:
             entries.append({"identity": identity, "name": identity, "role": role, "file": f.name})
     if not entries:
         raise SessionError(f"{root}: no session.json and no <role>-<identity>.wav files")
-    room = re.sub(r"[^A-Za-z0-9_.:=@-]", "-", root.resolve().name).lstrip("-_.:=@") or "session"
-    return room[:128], entries
+    room = re.sub(r"[^A-Za-z0-9_.-]", "-", root.resolve().name).lstrip("-_.")[:64]
+    return room or "session", entries
 
 
 def _participant(room: str, entry: dict[str, Any], where: str) -> tuple[Participant, str]:
     identity = entry.get("identity")
-    if not isinstance(identity, str) or not IDENTITY.match(identity):
-        raise SessionError(f"{where}: 'identity' must be 1-128 letters, digits or _.:=@- (got {identity!r})")
+    if not isinstance(identity, str) or not IDENTITY.fullmatch(identity):
+        raise SessionError(
+            f"{where}: 'identity' must be 1-128 characters of letters, digits and _.@+-, starting with a"
+            f" letter or digit (got {identity!r})"
+        )
     role = entry.get("role")
     if role not in SPEAKER_ROLES:
         raise SessionError(f"{where}: unknown role {role!r} (expected one of {', '.join(SPEAKER_ROLES)})")

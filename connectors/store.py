@@ -30,11 +30,11 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
-    func,
     select,
     text,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from quantcoach.records import TRANSCRIPT_SCHEMA, WINDOW_SCHEMA
 
@@ -67,11 +67,25 @@ class StoredEvent:
     record: dict[str, Any]
 
 
+class StoreUnavailable(RuntimeError):
+    """``DATABASE_URL`` names no store that can be opened (bad URL, missing driver, server down)."""
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _engine(url)
         metadata.create_all(self.engine)
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        """``Store(url)``, with every reason it cannot be opened as one ``StoreUnavailable`` line."""
+        try:
+            return cls(url)
+        except (ArgumentError, OperationalError, ValueError, ImportError) as exc:
+            lines = str(exc).strip().splitlines()
+            why = lines[0] if lines else type(exc).__name__
+            raise StoreUnavailable(f"cannot open DATABASE_URL: {type(exc).__name__}: {why}") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -122,9 +136,10 @@ class Store:
         with self.engine.connect() as conn:
             return [StoredEvent(p, k, _json(r)) for p, k, r in conn.execute(q)]
 
-    def last_position(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.coalesce(func.max(records.c.position), 0))).scalar_one())
+
+def safe_url(url: str) -> str:
+    """``url`` with its password hidden, for logs and messages."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from connectors.recording import Session
 from quantcoach.records import ProgressMark, Transcript
 
 
@@ -35,6 +37,14 @@ class TerminalView:
             transient=False,
         )
         self._task = self.progress.add_task("replay", total=max(total_audio_s, 0.001))
+
+    @classmethod
+    def for_sessions(cls, sessions: Iterable[Session]) -> TerminalView:
+        """A view whose bar runs over every track of ``sessions``."""
+        tracks = [t for s in sessions for t in s.tracks]
+        view = cls(sum(t.duration for t in tracks), {t.participant.key: t.end for t in tracks})
+        view.set_offsets({t.participant.key: t.participant.offset_s for t in tracks})
+        return view
 
     def __enter__(self) -> TerminalView:
         self.progress.start()

@@ -7,14 +7,16 @@
      -> key by room -> windowing (media-ordered by marks)         -> window sinks
      -> partials, finals, marks, windows                          -> event sinks (terminal, progress)
 
-``build_flow`` takes the source, sinks and STT engine factory from its caller (the CLI), so tests
-run the very same flow with ``bytewax.testing`` sources and sinks.
+``build_flow`` takes the source, sinks and STT engine factory from its caller, so tests run the very
+same flow with ``bytewax.testing`` sources and sinks. The sinks of a replay and of the live flow are
+assembled here, once (``replay_sinks``, ``live_sinks``); the CLI only says which.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -22,7 +24,6 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from connectors.stt.protocol import SttEngine
 from operators.resample import ResampleLogic
 from operators.transcribe import transcribe_builder
 from operators.windowing import RoomWindowing, WindowRules
@@ -36,6 +37,7 @@ from quantcoach.records import (
     participant_key,
 )
 from quantcoach.settings import Settings
+from stt.protocol import SttEngine
 
 
 @dataclass
@@ -111,6 +113,75 @@ def build_flow(
     return flow
 
 
+def jsonl_sinks(out_dir: Callable[[str], Path]) -> FlowSinks:
+    """Final transcripts and windows as JSON lines, in ``out_dir(room)/{transcripts,windows}.jsonl``."""
+    from connectors.jsonl_sink import JsonlSink
+
+    return FlowSinks(
+        transcripts=[JsonlSink(lambda room: out_dir(room) / "transcripts.jsonl")],
+        windows=[JsonlSink(lambda room: out_dir(room) / "windows.jsonl")],
+    )
+
+
+def add_kafka_sinks(sinks: FlowSinks, settings: Settings, *more_topics: str) -> None:
+    """Final transcripts and windows to their Kafka topics as well. The topics (and ``more_topics``) are
+    created if missing, before the flow starts: an unreachable broker raises ``KafkaUnavailable`` now."""
+    from connectors.kafka.client import ensure_topics
+    from connectors.kafka.sink import KafkaSink
+
+    topics = [settings.kafka_topic_transcripts, settings.kafka_topic_windows]
+    ensure_topics(
+        settings.kafka_servers, [*topics, *more_topics], settings.kafka_partitions, settings.kafka_replication
+    )
+    sinks.transcripts.append(KafkaSink(settings.kafka_servers, settings.kafka_topic_transcripts))
+    sinks.windows.append(KafkaSink(settings.kafka_servers, settings.kafka_topic_windows))
+
+
+def replay_sinks(
+    settings: Settings,
+    rooms: Iterable[str],
+    out_dir: Callable[[str], Path],
+    *,
+    fresh: bool = True,
+    kafka: bool = True,
+    store: bool = False,
+    view: Any = None,
+) -> FlowSinks:
+    """The sinks of a replay: JSONL files under ``out_dir(room)`` (emptied first when ``fresh``; a room
+    that yields nothing still leaves its two files), Kafka when ``kafka`` and it is configured, the
+    store (``DATABASE_URL``, checked now) when ``store``, and a ``TerminalView`` when given."""
+    for room in rooms:
+        out_dir(room).mkdir(parents=True, exist_ok=True)
+        for name in ("transcripts.jsonl", "windows.jsonl"):
+            if fresh:  # a resumed replay appends instead: records are at-least-once, ids deterministic
+                (out_dir(room) / name).write_bytes(b"")
+    sinks = jsonl_sinks(out_dir)
+    if kafka and settings.kafka_configured:
+        add_kafka_sinks(sinks, settings)
+    if store:
+        from connectors.store import Store
+        from connectors.store_sink import StoreSink
+
+        Store.open(settings.database_url).close()  # tables created, URL checked, before the flow starts
+        sinks.transcripts.append(StoreSink(settings.database_url))
+        sinks.windows.append(StoreSink(settings.database_url))
+    if view is not None:
+        from connectors.terminal_sink import TerminalSink
+
+        sinks.events.append(TerminalSink(view))
+    return sinks
+
+
+def live_sinks(settings: Settings) -> FlowSinks:
+    """The sinks of the live flow: Kafka (its control topic created too), or JSONL under ``out/<room>/``
+    when Kafka is not configured."""
+    if not settings.kafka_configured:
+        return jsonl_sinks(lambda room: Path("out") / room)
+    sinks = FlowSinks()
+    add_kafka_sinks(sinks, settings, settings.kafka_topic_rooms)
+    return sinks
+
+
 def live_flow(
     settings: Settings | None = None,
     rooms: list[str] | None = None,
@@ -124,28 +195,18 @@ def live_flow(
     topic that the API's webhook handler feeds. Returns the flow and its source (``source.stop()``
     leaves the rooms cleanly, emitting every room's last window).
     """
-    from pathlib import Path
-
-    from connectors.jsonl_sink import JsonlSink
-    from connectors.kafka_sink import KafkaSink, ensure_topics
-    from connectors.livekit_source import LiveKitSource
-    from connectors.room_events import consume_room_events
-    from connectors.stt import engine_for
+    from connectors.kafka.room_events import consume_room_events
+    from connectors.livekit.source import LiveKitSource
+    from stt.engines import engine_for
 
     settings = settings or Settings.from_env()
+    sinks = live_sinks(settings)
     room_events = None
-    sinks = FlowSinks()
     if settings.kafka_configured:
-        topics = [settings.kafka_topic_transcripts, settings.kafka_topic_windows, settings.kafka_topic_rooms]
-        ensure_topics(settings.kafka_servers, topics, settings.kafka_partitions, settings.kafka_replication)
-        sinks.transcripts.append(KafkaSink(settings.kafka_servers, settings.kafka_topic_transcripts))
-        sinks.windows.append(KafkaSink(settings.kafka_servers, settings.kafka_topic_windows))
 
         def room_events(worker_index: int, worker_count: int) -> Any:
             return consume_room_events(settings.kafka_servers, settings.kafka_topic_rooms)
-    else:
-        sinks.transcripts.append(JsonlSink(lambda room: Path("out") / room / "transcripts.jsonl"))
-        sinks.windows.append(JsonlSink(lambda room: Path("out") / room / "windows.jsonl"))
+
     source = LiveKitSource(
         settings, rooms=rooms, discover=discover, room_events=room_events, record_dir=record_dir
     )
@@ -158,19 +219,13 @@ def replay_flow(sessions: list[str], out: str = "out", speed: float | None = Non
     ``python -m bytewax.run "flows.interview:replay_flow(['s1', 's2'], 'out')" -i 0 -a "h:p1;h:p2"``.
     Records go to ``<out>/<room>/`` (appended; every process writes its own rooms' records).
     """
-    from pathlib import Path
-
-    from connectors.jsonl_sink import JsonlSink
     from connectors.recording import load_session
     from connectors.replay_source import ReplaySource
-    from connectors.stt import engine_for
+    from stt.engines import engine_for
 
     settings = Settings.from_env()
     loaded = [load_session(s) for s in sessions]
-    sinks = FlowSinks(
-        transcripts=[JsonlSink(lambda room: Path(out) / room / "transcripts.jsonl")],
-        windows=[JsonlSink(lambda room: Path(out) / room / "windows.jsonl")],
-    )
+    sinks = replay_sinks(settings, [], lambda room: Path(out) / room, fresh=False, kafka=False)
     engine = engine_for(settings)
     return build_flow(settings, ReplaySource(loaded, settings.chunk_ms, speed), sinks, lambda: engine)
 

@@ -32,10 +32,10 @@ from bytewax.testing import TestingSink, cluster_main, run_main
 
 from connectors.recording import load_session
 from connectors.replay_source import ReplaySource
-from connectors.stt.noop import NoopEngine
 from flows.interview import FlowSinks, build_flow
 from quantcoach.records import ProgressMark, Transcript
 from quantcoach.settings import Settings
+from stt.noop import NoopEngine
 
 
 class MarkCollector(list):

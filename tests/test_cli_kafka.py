@@ -10,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from connectors.kafka_consumer import iter_records
+import pytest
+
+from connectors.kafka.reader import iter_records
+from quantcoach.cli import main
 from tests.kafka_broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,10 +67,40 @@ def test_unreachable_broker_is_one_clear_line_within_seconds(tmp_path: Path) -> 
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert dead in proc.stderr
     started = time.monotonic()
-    proc = quantcoach("tail", "--kafka", dead, timeout=30)
-    assert proc.returncode == 1 and "error:" in proc.stderr and time.monotonic() - started < 20
+    proc = quantcoach("tail", "--kafka", dead, timeout=30)  # unreachable at start: 2, like replay
+    assert proc.returncode == 2 and "error:" in proc.stderr and time.monotonic() - started < 20
+    assert dead in proc.stderr and "Traceback" not in proc.stderr
+    proc = quantcoach(
+        "store", "--kafka", dead, env={"DATABASE_URL": f"sqlite:///{tmp_path}/s.db"}, timeout=30
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and dead in proc.stderr
 
 
 def test_malformed_kafka_address_is_a_usage_error() -> None:
     proc = quantcoach("replay", str(SAMPLE), "--quiet", "--stt", "noop", "--kafka", "no-port-here")
     assert proc.returncode == 2 and "KAFKA_BOOTSTRAP_SERVERS" in proc.stderr
+
+
+# --- no broker needed: the CLI's own checks, in process ---------------------------------------------------
+def test_kafka_commands_without_kafka_are_usage_errors(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "")
+    for command in ("tail", "store"):
+        assert main([command]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: Kafka is not configured") and "KAFKA_BOOTSTRAP_SERVERS" in err
+
+
+@pytest.mark.parametrize("value", ["a,b", "0,,1", "-1", "1.5"])
+def test_bad_partitions_name_the_option_and_the_form(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["store", "--partitions", value, "--kafka", "127.0.0.1:9"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and "<lambda>" not in line
+    assert line.startswith("error: quantcoach store: argument --partitions: must be partition numbers")
+    assert "0,1" in line
+
+
+def test_bad_bind_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["web", "--bind", "nowhere"]) == 2
+    assert "argument --bind: must be HOST:PORT" in capsys.readouterr().err

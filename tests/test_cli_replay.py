@@ -287,3 +287,18 @@ def test_out_option_is_honoured(tmp_path: Path) -> None:
     assert wer(said_between("interviewer", 0.0, 5.0), heard) < WER_LIMIT, heard
     assert read_jsonl(target / "windows.jsonl")
     assert not (tmp_path / "out").exists()
+
+
+def test_replay_and_flow_take_the_same_engines(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from quantcoach.cli import main
+
+    monkeypatch.setenv("LIVEKIT_URL", "")
+    assert main(["flow", "--stt", "noop"]) == 2  # noop accepted: what stops it is the missing LiveKit
+    assert capsys.readouterr().err.startswith("error: LiveKit is not configured")
+    for command in (["flow"], ["replay", str(SAMPLE)]):
+        assert main([*command, "--stt", "vosk"]) == 2
+        assert (
+            "argument --stt: 'vosk' is not one of 'whisper', 'elevenlabs', 'noop'" in capsys.readouterr().err
+        )

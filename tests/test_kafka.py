@@ -18,10 +18,14 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from connectors.kafka_consumer import ConsumeStats, format_record, iter_records, tail
-from connectors.kafka_sink import KafkaDeliveryError, KafkaSink, KafkaUnavailable, ensure_topics
+from connectors.kafka import client
+from connectors.kafka.client import KafkaUnavailable, ensure_topics
+from connectors.kafka.reader import ConsumeStats, iter_records
+from connectors.kafka.room_events import consume_room_events
+from connectors.kafka.sink import KafkaDeliveryError, KafkaSink
 from quantcoach.records import EvaluationWindow, Segment, Transcript, dumps
 from quantcoach.settings import Settings
+from quantcoach.tail import format_record, tail
 from tests.kafka_broker import TansuBroker, free_port
 from tests.kafka_broker import kafka_broker as _kafka_broker  # noqa: F401
 from tests.kafka_broker import tansu_broker as _tansu_broker  # noqa: F401
@@ -170,8 +174,8 @@ def test_tail_prints_records_readably(kafka_broker: str) -> None:
     ensure_topics([kafka_broker], [settings.kafka_topic_windows], partitions=2)
     run_to_kafka(kafka_broker, [window("mock-42", 0).to_record()], topic("t"), settings.kafka_topic_windows)
     out, err = io.StringIO(), io.StringIO()
-    code = tail(settings, "windows", "mock-42", True, out=out, err=err, stop_after_idle_s=0.5)
-    assert code == 0, err.getvalue()
+    stats = tail(settings, "windows", "mock-42", True, out=out, err=err, stop_after_idle_s=0.5)
+    assert (stats.records, stats.bad) == (1, 0), err.getvalue()
     assert "window mock-42:0" in out.getvalue()
     assert "Interviewer (Morgan): utterance 0 in mock-42" in out.getvalue()
 
@@ -205,12 +209,9 @@ def test_broker_down_at_start_fails_fast_with_a_clear_error() -> None:
         exc = exc.__cause__
     assert any(isinstance(e, KafkaUnavailable) for e in chain)
 
-    err = io.StringIO()
     settings = Settings(kafka_bootstrap_servers=servers[0])
-    assert tail(settings, "windows", None, False, err=err, connect_timeout_s=1.0) == 1
-    assert "unreachable" in err.getvalue()
-    assert tail(Settings(), "windows", None, False, err=err) == 2
-    assert "KAFKA_BOOTSTRAP_SERVERS" in err.getvalue()
+    with pytest.raises(KafkaUnavailable, match="unreachable"):
+        tail(settings, "windows", None, False, err=io.StringIO(), connect_timeout_s=1.0)
 
 
 @pytest.mark.slow
@@ -286,3 +287,35 @@ def test_format_record() -> None:
     block = format_record(window("mock-42", 2).to_record()).splitlines()
     assert block[0] == "== window mock-42:2 00:08.0-00:11.5 reason=length segments=2"
     assert block[1] == "   00:08.0 Interviewer (Morgan): utterance 4 in mock-42"
+
+
+def test_room_events_wait_for_a_missing_topic_without_spinning(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Consumer:
+        """Topic missing on the first look, there on the second, with one message."""
+
+        def __init__(self, **config: Any) -> None:
+            self.looks = 0
+
+        def partitions_for_topic(self, topic: str) -> set[int] | None:
+            self.looks += 1
+            return {0} if self.looks > 1 else None
+
+        def assign(self, tps: list[TopicPartition]) -> None:
+            self.assigned = tps
+
+        def seek_to_end(self) -> None:
+            pass
+
+        def poll(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+            return {TopicPartition("rooms", 0): [type("Msg", (), {"value": b"event"})()]}
+
+        def close(self) -> None:
+            pass
+
+    made: list[Consumer] = []
+    monkeypatch.setattr(client, "consumer", lambda servers, **kw: made.append(Consumer()) or made[-1])
+    started = time.monotonic()
+    feed = consume_room_events(["127.0.0.1:9"], "rooms")  # no stop: the old feed spun here
+    assert next(feed) == b"event"
+    feed.close()
+    assert made[0].looks == 2 and 0.9 < time.monotonic() - started < 3

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from connectors.recording import SessionError, TrackReader, load_session
+from connectors.recording import IDENTITY, ROOM_NAME, SessionError, TrackReader, load_session, wire_name
 
 SR = 16_000
 
@@ -171,6 +171,10 @@ def test_directory_without_audio(tmp_path: Path) -> None:
         ('{"room": "a/b", "participants": [{}]}', "'room' must be"),
         ('{"room": "../up", "participants": [{}]}', "'room' must be"),
         ('{"room": 42, "participants": [{}]}', "'room' must be"),
+        # the API's rule: ':' would make window ids <room>:<seq> ambiguous; a full match, so no "\n" either
+        ('{"room": "a:b", "participants": [{}]}', "'room' must be"),
+        ('{"room": "mock-42\\n", "participants": [{}]}', "'room' must be"),
+        ('{"room": "x%s", "participants": [{}]}' % ("y" * 64), "'room' must be"),
         ('{"room": "r"}', "'participants' must be a non-empty list"),
         ('{"room": "r", "participants": []}', "'participants' must be a non-empty list"),
         ('{"room": "r", "participants": {"a": 1}}', "'participants' must be a non-empty list"),
@@ -182,6 +186,15 @@ def test_malformed_session_json(tmp_path: Path, text: str, expected: str) -> Non
     msg = error_of(root)
     assert expected in msg
     assert "session.json" in msg
+
+
+def test_wire_name_is_the_closest_name_the_reader_accepts() -> None:
+    assert wire_name("mock-42", ROOM_NAME) == "mock-42"
+    assert wire_name("interview: round 2", ROOM_NAME) == "interview_round_2"
+    assert wire_name("::x", IDENTITY) == "x" and wire_name("///", IDENTITY) == "unnamed"
+    assert wire_name("a@b+c", IDENTITY) == "a@b+c" and wire_name("a@b+c", ROOM_NAME) == "a_b_c"
+    long = wire_name("r" * 200, ROOM_NAME)
+    assert ROOM_NAME.fullmatch(long) and len(long) == 64
 
 
 def test_session_json_not_utf8(tmp_path: Path) -> None:
@@ -263,6 +276,8 @@ def test_missing_role(tmp_path: Path) -> None:
         ("identity", "", "'identity' must be"),
         ("identity", "a/b", "'identity' must be"),
         ("identity", None, "'identity' must be"),
+        ("identity", "iv:7", "'identity' must be"),
+        ("identity", "iv-7\n", "'identity' must be"),
         ("name", 5, "'name' must be a string"),
         ("file", "", "'file' must name"),
         ("file", None, "'file' must name"),

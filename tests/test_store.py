@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from connectors.kafka_sink import ensure_topics
-from connectors.store import Store
-from connectors.store_job import StoreJob
+from connectors.kafka.client import ensure_topics
+from connectors.store import Store, StoreUnavailable, safe_url
+from jobs.store import StoreJob
 from quantcoach.records import EvaluationWindow, Segment, Transcript, dumps
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,3 +169,34 @@ def test_replay_store_writes_the_session_into_the_database(tmp_path: Path) -> No
     assert len(store.windows("sample-interview")) == len(
         (tmp_path / "windows.jsonl").read_text().splitlines()
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("not a url", "ArgumentError"),
+        ("nonsense://", "NoSuchModuleError"),
+        ("postgresql://u:pw@127.0.0.1:1/x", ""),
+    ],
+)
+def test_a_store_that_cannot_be_opened_is_one_line_naming_the_cause(url: str, why: str) -> None:
+    with pytest.raises(StoreUnavailable) as info:
+        Store.open(url)
+    message = str(info.value)
+    assert message.startswith(f"cannot open DATABASE_URL: {why}") and "\n" not in message
+
+
+def test_safe_url_hides_the_password() -> None:
+    assert safe_url("postgresql://u:pw@db:5432/qc") == "postgresql://u:***@db:5432/qc"
+
+
+def test_store_command_with_a_bad_database_url_is_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "quantcoach.cli", "store", "--kafka", "127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": "nonsense://"},
+    )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: cannot open DATABASE_URL: ")

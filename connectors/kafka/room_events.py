@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kafka.errors import KafkaError
 from livekit.protocol.webhook import WebhookEvent
 
+from connectors.kafka import client
 from quantcoach.records import dumps, utc_now_iso
 
 log = logging.getLogger(__name__)
@@ -100,8 +102,6 @@ class KafkaRoomEventPublisher:
         self._pid = -1
 
     def publish(self, event: RoomEvent) -> None:
-        from kafka.errors import KafkaError  # imported here: kafka-python is only needed with Kafka
-
         try:
             future = self._get_producer().send(
                 self.topic, key=event.room.encode(), value=dumps(event.to_record()).encode()
@@ -109,7 +109,7 @@ class KafkaRoomEventPublisher:
             # Wait for the broker's ack: LiveKit retries a webhook answered with an error, so a lost
             # event is better reported than swallowed.
             future.get(timeout=self._timeout_s)
-        except KafkaError as exc:
+        except (KafkaError, client.KafkaUnavailable) as exc:
             log.warning("room event %s for %s not published: %s", event.event, event.room, type(exc).__name__)
             raise PublishError("Kafka did not accept the room event") from None
 
@@ -120,46 +120,40 @@ class KafkaRoomEventPublisher:
             producer.close(timeout=self._timeout_s)
 
     def _get_producer(self) -> Any:
-        from kafka import KafkaProducer
-
         with self._lock:
             if self._producer is None or self._pid != os.getpid():
                 ms = int(self._timeout_s * 1000)
-                self._producer = (self._factory or KafkaProducer)(
-                    bootstrap_servers=self._servers,
+                self._producer = client.producer(
+                    self._servers,
+                    timeout_s=self._timeout_s,
+                    factory=self._factory,
                     acks="all",
                     linger_ms=0,
                     max_block_ms=ms,
                     request_timeout_ms=ms,
-                    bootstrap_timeout_ms=ms,
                 )
                 self._pid = os.getpid()
             return self._producer
 
 
-def consume_room_events(servers: list[str], topic: str, stop: threading.Event | None = None) -> Any:
+def consume_room_events(
+    servers: list[str], topic: str, stop: threading.Event | None = None
+) -> Iterator[bytes]:
     """Raw control-topic values from now on, every partition assigned (no group: each worker of the
     live flow needs every event, and a group would share them out). For ``LiveKitSource(room_events=)``.
+
+    Until the topic exists it is looked for once a second; ``stop`` ends the feed (without it, the feed
+    runs until the consumer of this generator closes it).
     """
-    from kafka import KafkaConsumer, TopicPartition
-
-    from connectors.kafka_sink import DEFAULT_CONNECT_TIMEOUT_S, bootstrap_config
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=servers,
-        enable_auto_commit=False,
-        **bootstrap_config(KafkaConsumer, DEFAULT_CONNECT_TIMEOUT_S),
-    )
+    stop = stop if stop is not None else threading.Event()
+    consumer = client.consumer(servers)
     try:
-        while not (stop and stop.is_set()):
-            parts = consumer.partitions_for_topic(topic)
-            if parts:
-                consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
-                consumer.seek_to_end()
-                break
-            if stop:
-                stop.wait(1.0)
-        while not (stop and stop.is_set()):
+        tps = client.wait_for_partitions(consumer, topic, give_up=stop.is_set, wait=stop.wait)
+        if tps is None:
+            return
+        consumer.assign(tps)
+        consumer.seek_to_end()
+        while not stop.is_set():
             for messages in consumer.poll(timeout_ms=500).values():
                 for m in messages:
                     yield m.value

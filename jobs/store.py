@@ -15,11 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka import TopicPartition
 
-from connectors.kafka_consumer import parse_record
-from connectors.kafka_sink import DEFAULT_CONNECT_TIMEOUT_S, bootstrap_config, unavailable
+from connectors.kafka import client
+from connectors.kafka.reader import parse_record
 from connectors.store import Store
 from quantcoach.records import RecordError
 
@@ -47,22 +46,18 @@ class StoreJob:
         group_id: str = DEFAULT_GROUP,
         from_beginning: bool = False,
         partitions: Sequence[int] | None = None,
-        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        connect_timeout_s: float = client.DEFAULT_CONNECT_TIMEOUT_S,
     ) -> None:
         self.store = store
         self.topics = list(topics)
         self.stats = StoreStats()
         self._stop = threading.Event()
-        try:
-            self.consumer = KafkaConsumer(
-                bootstrap_servers=list(servers),
-                group_id=group_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest" if from_beginning else "latest",
-                **bootstrap_config(KafkaConsumer, connect_timeout_s),
-            )
-        except KafkaError as exc:
-            raise unavailable(servers, connect_timeout_s, exc) from None
+        self.consumer = client.consumer(
+            servers,
+            timeout_s=connect_timeout_s,
+            group_id=group_id,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+        )
         if partitions is None:
             self.consumer.subscribe(self.topics)  # group membership: partitions shared between jobs
         else:

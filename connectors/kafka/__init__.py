@@ -1,0 +1,1 @@
+"""Kafka, built once: clients (``client.py``), the records sink, the records reader, room events."""

@@ -1,0 +1,1 @@
+"""Long-running consumers that are not the interview flow (the store job)."""
