@@ -3,7 +3,8 @@
 One directory per room session under ``record_dir``: ``<record_dir>/<room>/`` (``<room>-2``, ``-3``, ...
 when a directory of that name already holds a recording, e.g. the same room started again), holding::
 
-    session.json   {"room": ..., "participants": [{"identity", "name", "role", "file", "offset_s"}, ...]}
+    session.json   {"room": ..., "session_id": <room sid>, "started_at": ...,
+                    "participants": [{"identity", "name", "role", "file", "offset_s"}, ...]}
     <role>-<identity>.wav   16-bit PCM at the track's rate and channel count, one per participant
 
 The recorder consumes the source's own events (``ParticipantAnnounce``, ``AudioChunk``, ``TrackEnd``),
@@ -36,6 +37,7 @@ import numpy as np
 import soundfile as sf
 
 from connectors.recording import IDENTITY, ROOM_NAME, wire_name
+from connectors.session_ids import SESSION_ID
 from quantcoach.records import AudioChunk, Participant, ParticipantAnnounce, TrackEnd
 
 log = logging.getLogger(__name__)
@@ -85,8 +87,12 @@ class _RoomRecording:
         self._rate = sample_rate
         self._channels = channels
         self._tracks: dict[str, _Track] = {}  # insertion order = order of first announce
+        self.session_id = ""  # the LiveKit room sid: a replay of the recording keeps the live ids
+        self.started_at: str | None = None
 
     def announce(self, p: Participant) -> None:
+        self.session_id = self.session_id or p.session_id
+        self.started_at = self.started_at or p.started_at
         track = self._tracks.get(p.identity)
         if track is not None:  # rejoin: same file, the gap is padded when audio resumes
             track.name = p.name or track.name
@@ -153,7 +159,12 @@ class _RoomRecording:
 
     def write_manifest(self, final: bool = False) -> None:
         tracks = [t for t in self._tracks.values() if t.frames or not final]
-        doc = {"room": wire_name(self.room, ROOM_NAME), "participants": [t.entry() for t in tracks]}
+        doc: dict[str, object] = {"room": wire_name(self.room, ROOM_NAME)}
+        if SESSION_ID.fullmatch(self.session_id):
+            doc["session_id"] = self.session_id
+        if self.started_at:
+            doc["started_at"] = self.started_at
+        doc["participants"] = [t.entry() for t in tracks]
         tmp = self.dir / (SESSION_FILE + ".tmp")
         tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(tmp, self.dir / SESSION_FILE)

@@ -3,6 +3,10 @@
 A directory with ``session.json`` and one audio file per participant, all sharing t = 0, or a bare
 directory of ``<role>-<identity>.wav`` files. Every problem is a ``SessionError`` with a one-line
 message naming the file, so the CLI can print it without a traceback.
+
+Each recording is one session: ``session.json``'s ``session_id`` when it has one, else an id derived
+from the recording's content (``connectors.session_ids``), so the same recording always replays under
+the same id (idempotent) and a different recording, even under the same room name, never does.
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from connectors.session_ids import content_session_id, parse_session_fields
 from quantcoach.records import Participant
 from quantcoach.roles import SPEAKER_ROLES
 
-#: The API's rules (always checked with ``fullmatch``): room names end up in URLs, Kafka keys and
-#: window ids ``<room>:<seq>``, identities in utterance ids ``<room>:<identity>:<n>``; neither holds ':'.
+#: The API's rules (always checked with ``fullmatch``): room names end up in URLs, paths and Kafka keys,
+#: identities in utterance ids ``<session_id>:<identity>:<n>``; neither may hold ':' or '/'.
 ROOM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 IDENTITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}")
 BARE_FILE = re.compile(r"^(?P<role>[a-z]+)-(?P<identity>.+)\.wav$", re.IGNORECASE)
@@ -53,6 +58,8 @@ class Session:
     room: str
     path: Path
     tracks: tuple[Track, ...]
+    session_id: str = ""
+    started_at: str | None = None
 
     @property
     def roster(self) -> tuple[Participant, ...]:
@@ -99,10 +106,15 @@ def load_session(path: str | Path) -> Session:
     if not root.is_dir():
         raise SessionError(f"{root}: not a directory (a session is a directory with session.json)")
     manifest = root / "session.json"
+    fields: dict[str, Any] = {}
     if manifest.exists():
-        room, entries = _read_manifest(manifest)
+        room, entries, fields = _read_manifest(manifest)
     else:
         room, entries = _scan_bare(root)
+    try:
+        session_id, started_at = parse_session_fields(fields)
+    except ValueError as exc:
+        raise SessionError(f"{manifest}: {exc}") from None
     tracks: list[Track] = []
     seen: set[str] = set()
     for i, entry in enumerate(entries):
@@ -112,10 +124,22 @@ def load_session(path: str | Path) -> Session:
             raise SessionError(f"{where}: identity {participant.identity!r} appears twice")
         seen.add(participant.identity)
         tracks.append(_probe(root, file, participant))
-    return Session(room, root, tuple(tracks))
+    if not session_id:
+        try:
+            session_id = content_session_id(room, [(t.participant, t.path) for t in tracks])
+        except OSError as exc:
+            raise SessionError(f"{root}: cannot read the audio to derive a session id: {exc}") from None
+    tracks = [_in_session(t, session_id, started_at) for t in tracks]
+    return Session(room, root, tuple(tracks), session_id, started_at)
 
 
-def _read_manifest(manifest: Path) -> tuple[str, list[dict[str, Any]]]:
+def _in_session(track: Track, session_id: str, started_at: str | None) -> Track:
+    p = track.participant
+    joined = Participant(p.room, p.identity, p.name, p.role, p.offset_s, session_id, started_at)
+    return Track(joined, track.path, track.sample_rate, track.channels, track.frames)
+
+
+def _read_manifest(manifest: Path) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
     try:
         data = json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -135,7 +159,7 @@ def _read_manifest(manifest: Path) -> tuple[str, list[dict[str, Any]]]:
         raise SessionError(f"{manifest}: 'participants' must be a non-empty list")
     if not all(isinstance(p, dict) for p in participants):
         raise SessionError(f"{manifest}: every entry of 'participants' must be an object")
-    return room, participants
+    return room, participants, data
 
 
 def _scan_bare(root: Path) -> tuple[str, list[dict[str, Any]]]:

@@ -27,10 +27,11 @@ class ReplaySource(FixedPartitionedSource[Any, int]):
     def __init__(self, sessions: list[Session], chunk_ms: int = 200, speed: float | None = None) -> None:
         if speed is not None and speed <= 0:
             raise ValueError("speed must be > 0 (or None for as fast as possible)")
-        rooms = [s.room for s in sessions]
-        if len(set(rooms)) != len(rooms):
-            dup = sorted({r for r in rooms if rooms.count(r) > 1})
-            raise ValueError(f"two sessions share room name(s) {', '.join(dup)}; room names must be unique")
+        # Room names may repeat (names are reused); a session may not: its ids would collide.
+        ids = [s.session_id for s in sessions]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"the same session is given twice ({', '.join(dup)}); give each once")
         self.sessions = sessions
         self.chunk_ms = chunk_ms
         self.speed = speed
@@ -71,10 +72,11 @@ class _TrackPartition(StatefulSourcePartition[Any, int]):
             start = p.offset_s + self._reader.position / self._track.sample_rate
             samples = self._reader.read(self._frames_per_chunk)
             if len(samples) == 0:
-                batch.append(TrackEnd(p.room, p.identity, start))
+                batch.append(TrackEnd(p.room, p.identity, start, session_id=p.session_id))
                 self._finish()
                 break
-            batch.append(AudioChunk(p.room, p.identity, samples, self._track.sample_rate, start))
+            rate = self._track.sample_rate
+            batch.append(AudioChunk(p.room, p.identity, samples, rate, start, session_id=p.session_id))
         return batch
 
     def next_awake(self) -> datetime | None:

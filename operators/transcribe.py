@@ -20,6 +20,7 @@ import numpy as np
 from bytewax.operators import StatefulLogic
 
 from quantcoach.records import (
+    STT_FAILED,
     AudioChunk,
     Participant,
     ParticipantAnnounce,
@@ -76,11 +77,13 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
         self.position = resume["position"] if resume else 0.0
         self.failed = False
         self.ended = False
-        self._last_mark: tuple[float, float] | None = None
+        self.end_reason = ""  # why the track ended ("end", "left", "room_finished", "stt_failed", ...)
+        self._last_mark: tuple[float, float, str] | None = None
         if resume and resume.get("participant"):
             self.participant = Participant(**resume["participant"])
             self.key = self.participant.key
             self.ended = resume.get("ended", False)
+            self.end_reason = resume.get("end_reason", "")
             for saved in resume.get("streams", []):
                 self._restore(saved)
 
@@ -91,6 +94,7 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
             self.participant = value.participant
             self.key = value.participant.key
             self.failed = self.ended = False
+            self.end_reason = ""
             self._last_mark = None
             self.position = max(self.position, value.participant.offset_s)
             out.append(value)
@@ -99,6 +103,10 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
                 self._push(value)
         elif isinstance(value, TrackEnd):
             self.ended = True
+            if not self.failed:
+                self.end_reason = value.reason
+            if self._last_mark is not None and math.isinf(self._last_mark[0]):
+                self._last_mark = None  # an ended track ending again (room finished): say why, once more
             self._end_current()
             self.position = max(self.position, value.at)
         else:
@@ -141,6 +149,7 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
             "position": self.position,
             "participant": asdict(self.participant) if self.participant else None,
             "ended": self.ended,
+            "end_reason": self.end_reason,
             "streams": [] if self.failed else streams,
         }
 
@@ -201,7 +210,7 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
         p = self.participant
         assert p is not None, "audio before the participant's announce"
         final = e.kind == "final"
-        uid = f"{p.room}:{p.identity}:{self.seq}"
+        uid = f"{p.session_id}:{p.identity}:{self.seq}"
         if final:
             self.seq += 1
         return Transcript(
@@ -215,6 +224,9 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
             start=s.base + e.start,
             end=s.base + e.end,
             engine=self.engine.name,
+            session_id=p.session_id,
+            language=e.language,
+            confidence=e.confidence,
         )
 
     def _mark(self) -> ProgressMark | None:
@@ -228,14 +240,17 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
         else:
             settled = self.position  # announced, no audio yet: held at its start
         position = math.inf if math.isinf(settled) else self.position
-        if (settled, position) == self._last_mark:
+        ended = (self.end_reason or "end") if math.isinf(settled) else ""
+        if (settled, position, ended) == self._last_mark:
             return None
-        self._last_mark = (settled, position)
-        return ProgressMark(self.participant.room, self.participant.identity, settled, position)
+        self._last_mark = (settled, position, ended)
+        p = self.participant
+        return ProgressMark(p.room, p.identity, settled, position, session_id=p.session_id, ended=ended)
 
     def _fail(self, exc: SttError) -> None:
         log.error("%s: speech-to-text failed, skipping this participant: %s", self.key, exc)
         self.failed = True
+        self.end_reason = STT_FAILED
         self._close_all()
 
     def _close_all(self) -> None:

@@ -3,30 +3,25 @@
 Media time (seconds since the session's start) is carried on every record so that a replay gives the
 same windows at any speed; wall-clock time appears only in ``emitted_at``.
 
-The wire format is defined once, by the pydantic models at the end (``TranscriptRecord``,
-``WindowRecord``): they validate what comes in (``Transcript.from_record``, ``window_record_is_valid``),
-and ``quantcoach.schemas`` generates ``schemas/*.json`` and the API's OpenAPI components from them.
+The wire format is defined once, by the pydantic models in ``quantcoach.wire``: they validate what comes
+in (``Transcript.from_record``, ``window_record_is_valid``), and ``quantcoach.schemas`` generates
+``schemas/*.json`` and the API's OpenAPI components from them. Every record belongs to a session
+(``session_id``): a room name is not an interview, names are reused.
 
-This module imports nothing of ours but the roles (see DESIGN.md: dependencies point one way).
+This module imports nothing of ours but the wire models (see DESIGN.md: dependencies point one way).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from quantcoach.roles import SPEAKER_ROLES
-
-TRANSCRIPT_SCHEMA = "quantcoach.transcript/1"
-WINDOW_SCHEMA = "quantcoach.window/1"
-
-WINDOW_REASONS = ("length", "speaker_change", "idle", "end")
+from quantcoach.wire import SESSION_SCHEMA, TRANSCRIPT_SCHEMA, WINDOW_SCHEMA, validate
 
 
 def utc_now_iso() -> str:
@@ -34,9 +29,16 @@ def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def participant_key(room: str, identity: str) -> str:
-    """The Bytewax key of a participant stream: ``room/identity``."""
-    return f"{room}/{identity}"
+def participant_key(room: str, identity: str, session_id: str = "") -> str:
+    """The Bytewax key of a participant stream: ``room/session_id/identity`` (rooms never contain '/').
+
+    The session is part of it so that two interviews under one reused room name never share state."""
+    return f"{room}/{session_id}/{identity}"
+
+
+def session_key(room: str, session_id: str) -> str:
+    """The Bytewax key of a session's windowing and metrics: ``room/session_id``."""
+    return f"{room}/{session_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +50,15 @@ class Participant:
     name: str
     role: str
     offset_s: float = 0.0  # media time at which the track starts
+    session_id: str = ""
+    started_at: str | None = None  # the session's wall-clock start (ISO 8601), when known
 
     @property
     def key(self) -> str:
-        return participant_key(self.room, self.identity)
+        return participant_key(self.room, self.identity, self.session_id)
+
+    def roster_entry(self) -> dict[str, str]:
+        return {"identity": self.identity, "name": self.name, "role": self.role}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,7 @@ class AudioChunk:
     samples: np.ndarray
     sample_rate: int
     start: float  # media seconds of the first frame
+    session_id: str = ""
 
     @property
     def channels(self) -> int:
@@ -101,6 +109,11 @@ class TrackEnd:
     participant: str
     at: float  # media seconds
     reason: str = "end"
+    session_id: str = ""
+
+
+#: ``ProgressMark.ended`` of a participant whose speech-to-text gave up (a replay then fails loudly).
+STT_FAILED = "stt_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +128,8 @@ class ProgressMark:
     participant: str
     settled: float
     position: float
+    session_id: str = ""
+    ended: str = ""  # once finished: the track end's reason ("end" of a file, "room_finished", ...)
 
     @property
     def finished(self) -> bool:
@@ -127,18 +142,22 @@ class Transcript:
     participant: str
     speaker: str
     name: str
-    utterance_id: str
+    utterance_id: str  # <session_id>:<identity>:<n>
     text: str
     is_final: bool
-    start: float
+    start: float  # media seconds, speech bounds
     end: float
     engine: str
     emitted_at: str = field(default_factory=utc_now_iso)
+    session_id: str = ""
+    language: str | None = None
+    confidence: float | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {
             "schema": TRANSCRIPT_SCHEMA,
             "room": self.room,
+            "session_id": self.session_id,
             "participant": self.participant,
             "speaker": self.speaker,
             "name": self.name,
@@ -147,6 +166,8 @@ class Transcript:
             "is_final": self.is_final,
             "start": round(self.start, 3),
             "end": round(self.end, 3),
+            "language": self.language,
+            "confidence": None if self.confidence is None else round(self.confidence, 3),
             "engine": self.engine,
             "emitted_at": self.emitted_at,
         }
@@ -154,7 +175,7 @@ class Transcript:
     @classmethod
     def from_record(cls, record: Any) -> Transcript:
         """Validate and build from a wire record; raises ``RecordError`` with the reason."""
-        wire = _validate(TranscriptRecord, record, TRANSCRIPT_SCHEMA)
+        wire = validate(record, TRANSCRIPT_SCHEMA)
         return cls(**wire.model_dump(exclude={"schema_"}))
 
 
@@ -166,16 +187,27 @@ class Segment:
     text: str
     start: float
     end: float
+    utterance_id: str = ""
+    context: bool = False  # carried over from the previous window as overlap
 
     @classmethod
     def of(cls, t: Transcript) -> Segment:
-        return cls(t.participant, t.speaker, t.name, t.text, t.start, t.end)
+        return cls(t.participant, t.speaker, t.name, t.text, t.start, t.end, t.utterance_id)
+
+    def as_context(self) -> Segment:
+        return replace(self, context=True)
 
     def to_record(self) -> dict[str, Any]:
-        rec = asdict(self)
-        rec["start"] = round(self.start, 3)
-        rec["end"] = round(self.end, 3)
-        return rec
+        return {
+            "utterance_id": self.utterance_id,
+            "participant": self.participant,
+            "speaker": self.speaker,
+            "name": self.name,
+            "text": self.text,
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "context": self.context,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +217,13 @@ class EvaluationWindow:
     reason: str
     segments: tuple[Segment, ...]
     emitted_at: str = field(default_factory=utc_now_iso)
+    session_id: str = ""
+    participants: tuple[Participant, ...] = ()
+    started_at: str | None = None
 
     @property
     def window_id(self) -> str:
-        return f"{self.room}:{self.seq}"
+        return f"{self.session_id}:{self.seq}"
 
     @property
     def start(self) -> float:
@@ -206,116 +241,60 @@ class EvaluationWindow:
         return {
             "schema": WINDOW_SCHEMA,
             "room": self.room,
+            "session_id": self.session_id,
             "window_id": self.window_id,
             "seq": self.seq,
             "start": round(self.start, 3),
             "end": round(self.end, 3),
             "reason": self.reason,
+            "participants": [p.roster_entry() for p in self.participants],
+            "started_at": self.started_at,
             "segments": [s.to_record() for s in self.segments],
             "text": self.text,
             "emitted_at": self.emitted_at,
         }
 
 
-class RecordError(ValueError):
-    """A wire record that is not a valid QuantCoach record."""
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """A session started (its first participant was announced) or ended (after its last window)."""
+
+    room: str
+    session_id: str
+    event: str  # started | ended
+    participants: tuple[Participant, ...]
+    started_at: str | None
+    at: str = field(default_factory=utc_now_iso)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "schema": SESSION_SCHEMA,
+            "room": self.room,
+            "session_id": self.session_id,
+            "event": self.event,
+            "participants": [p.roster_entry() for p in self.participants],
+            "started_at": self.started_at,
+            "at": self.at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsUpdate:
+    """A session's ``quantcoach.metrics/1`` record (built by ``operators.metrics``), as it flows."""
+
+    room: str
+    session_id: str
+    record: dict[str, Any]
+
+    def to_record(self) -> dict[str, Any]:
+        return self.record
 
 
 def window_record_is_valid(record: Any) -> None:
     """Validate a wire window record; raises ``RecordError`` with the reason."""
-    _validate(WindowRecord, record, WINDOW_SCHEMA)
-
-
-def _validate(model: type[_Wire], record: Any, schema: str) -> Any:
-    if not isinstance(record, dict):
-        raise RecordError("record is not a JSON object")
-    if record.get("schema") != schema:
-        raise RecordError(f"schema is {record.get('schema')!r}, expected {schema!r}")
-    try:
-        return model.model_validate(record)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(part) for part in err["loc"])
-        if err["type"] == "missing":
-            raise RecordError(f"missing field {where!r}") from None
-        raise RecordError(f"field {where!r}: {err['msg']}") from None
+    validate(record, WINDOW_SCHEMA)
 
 
 def dumps(record: dict[str, Any]) -> str:
     """The one JSON encoding used on the wire and in JSONL files."""
     return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-
-
-# --- the wire format, defined once --------------------------------------------------------------------
-UTC_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$"
-
-NonEmpty = Annotated[str, StringConstraints(min_length=1)]
-MediaTime = Annotated[float, Field(ge=0, allow_inf_nan=False, description="media seconds")]
-Speaker = Annotated[Literal[SPEAKER_ROLES], Field(description="the participant's role")]
-Identity = Annotated[NonEmpty, Field(description="participant identity")]
-DisplayName = Annotated[str, Field(description="display name; may be empty")]
-UtcTimestamp = Annotated[
-    str,
-    StringConstraints(pattern=UTC_TIMESTAMP),
-    Field(description="wall-clock time of emission, ISO 8601 UTC", json_schema_extra={"format": "date-time"}),
-]
-RoomName = Annotated[NonEmpty, Field(description="room name; also the Kafka key")]
-
-
-class _Wire(BaseModel):
-    # Strict: JSON types as they are (no "1" for 1, no 1 for true); unknown fields are errors.
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, validate_by_name=True)
-
-
-class TranscriptRecord(_Wire):
-    """One utterance of one participant. Kafka key: the room name (UTF-8). Value: this object as compact
-    UTF-8 JSON. Times are media seconds since the session's start; only emitted_at is wall-clock."""
-
-    model_config = ConfigDict(title="QuantCoach transcript (topic interview.transcripts)")
-
-    schema_: Literal[TRANSCRIPT_SCHEMA] = Field(alias="schema")
-    room: RoomName
-    participant: Identity
-    speaker: Speaker
-    name: DisplayName
-    utterance_id: NonEmpty
-    text: str
-    is_final: bool = Field(description="the sink sends final transcripts only")
-    start: MediaTime
-    end: MediaTime
-    engine: NonEmpty = Field(description="speech-to-text engine, e.g. whisper")
-    emitted_at: UtcTimestamp
-
-
-class SegmentRecord(_Wire):
-    """One transcript inside a window."""
-
-    model_config = ConfigDict(title="Segment")
-
-    participant: Identity
-    speaker: Speaker
-    name: DisplayName
-    text: str
-    start: MediaTime
-    end: MediaTime
-
-
-class WindowRecord(_Wire):
-    """A stretch of one room's conversation for evaluation: the previous window's tail as context plus
-    new transcripts. Kafka key: the room name (UTF-8). Value: this object as compact UTF-8 JSON. Times are
-    media seconds; only emitted_at is wall-clock."""
-
-    model_config = ConfigDict(title="QuantCoach evaluation window (topic interview.windows)")
-
-    schema_: Literal[WINDOW_SCHEMA] = Field(alias="schema")
-    room: RoomName
-    window_id: str = Field(
-        pattern=r"^.+:[0-9]+$", description="<room>:<seq>, stable across replays and recovery"
-    )
-    seq: int = Field(ge=0, description="window number within the room, from 0")
-    start: float = Field(ge=0, allow_inf_nan=False, description="first segment's start (media seconds)")
-    end: float = Field(ge=0, allow_inf_nan=False, description="last segment's end (media seconds)")
-    reason: Literal[WINDOW_REASONS] = Field(description="what closed the window")
-    segments: list[SegmentRecord] = Field(min_length=1)
-    text: str = Field(description="one 'Speaker: text' line per segment, e.g. 'Interviewer: ...'")
-    emitted_at: UtcTimestamp

@@ -17,15 +17,28 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
-from quantcoach.records import TranscriptRecord, WindowRecord
+from quantcoach.wire import (
+    MetricsRecord,
+    RoomStatsRecord,
+    SessionRecord,
+    TranscriptRecord,
+    TranscriptRecordV1,
+    WindowRecord,
+    WindowRecordV1,
+)
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
 #: file in schemas/ -> (model, $id)
 RECORD_SCHEMAS: dict[str, tuple[type[BaseModel], str]] = {
-    "transcript.schema.json": (TranscriptRecord, "urn:quantcoach:schema:transcript:1"),
-    "window.schema.json": (WindowRecord, "urn:quantcoach:schema:window:1"),
+    "transcript.v2.schema.json": (TranscriptRecord, "urn:quantcoach:schema:transcript:2"),
+    "window.v2.schema.json": (WindowRecord, "urn:quantcoach:schema:window:2"),
+    "session.v1.schema.json": (SessionRecord, "urn:quantcoach:schema:session:1"),
+    "metrics.v1.schema.json": (MetricsRecord, "urn:quantcoach:schema:metrics:1"),
+    "room_stats.v1.schema.json": (RoomStatsRecord, "urn:quantcoach:schema:room_stats:1"),
+    "transcript.v1.schema.json": (TranscriptRecordV1, "urn:quantcoach:schema:transcript:1"),
+    "window.v1.schema.json": (WindowRecordV1, "urn:quantcoach:schema:window:1"),
 }
 
 

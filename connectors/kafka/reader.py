@@ -4,8 +4,9 @@ The consumer assigns partitions itself instead of joining a consumer group: no g
 committed offsets, and no ~20 s join on brokers such as tansu. A job that needs to resume where it
 stopped should use a group (``group_id``) or keep its own offsets; ``iter_records`` is for reading.
 
-Messages that are not valid records (bad UTF-8 or JSON, unknown or wrong schema) are logged, counted in
-``ConsumeStats`` and skipped, never raised: one poison message must not stop a consumer.
+Messages that are not valid records (bad UTF-8 or JSON, unknown or wrong schema: ``quantcoach.wire``)
+are logged, counted in ``ConsumeStats`` and skipped, never raised: one poison message must not stop a
+consumer.
 """
 
 from __future__ import annotations
@@ -19,13 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connectors.kafka import client
-from quantcoach.records import (
-    TRANSCRIPT_SCHEMA,
-    WINDOW_SCHEMA,
-    RecordError,
-    Transcript,
-    window_record_is_valid,
-)
+from quantcoach.wire import RecordError, validate
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +50,7 @@ def parse_record(value: bytes | None) -> Record:
         raise RecordError("bad UTF-8") from None
     except json.JSONDecodeError as exc:
         raise RecordError(f"bad JSON: {exc.msg}") from None
-    if not isinstance(record, dict):
-        raise RecordError("record is not a JSON object")
-    schema = record.get("schema")
-    if schema == TRANSCRIPT_SCHEMA:
-        Transcript.from_record(record)
-    elif schema == WINDOW_SCHEMA:
-        window_record_is_valid(record)
-    else:
-        raise RecordError(f"unknown schema {schema!r}")
+    validate(record)  # any known record: transcript, window (v1 or v2), session, metrics
     return record
 
 

@@ -36,8 +36,9 @@ class TrackChunker:
         start: float,
         clock: Callable[[], float],
         resync_s: float = RESYNC_S,
+        session_id: str = "",
     ) -> None:
-        self.room, self.participant = room, participant
+        self.room, self.participant, self.session_id = room, participant, session_id
         self._chunk_ms = chunk_ms
         self._clock = clock  # media-time clock
         self._resync_s = resync_s
@@ -94,4 +95,4 @@ class TrackChunker:
         self._pending_frames -= n
         start = self._base + self._emitted / self._rate
         self._emitted += n
-        return AudioChunk(self.room, self.participant, samples, self._rate, start)
+        return AudioChunk(self.room, self.participant, samples, self._rate, start, self.session_id)

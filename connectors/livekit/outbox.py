@@ -56,7 +56,7 @@ class AudioOutbox:
             else:
                 self._held.append(event)
         if isinstance(event, TrackEnd):
-            key = participant_key(event.room, event.participant)
+            key = participant_key(event.room, event.participant, event.session_id)
             if self.dropped[key]:
                 log.warning(
                     "%s ended; %d chunk(s) (%.1f s of audio) were dropped in all because the flow lagged",
@@ -84,7 +84,7 @@ class AudioOutbox:
         return self._queue.qsize() + len(self._held)
 
     def _drop(self, chunk: AudioChunk) -> None:
-        key = participant_key(chunk.room, chunk.participant)
+        key = participant_key(chunk.room, chunk.participant, chunk.session_id)
         self.dropped[key] += 1
         self.dropped_s[key] += chunk.duration
         now = self._clock()

@@ -90,6 +90,10 @@ class RoomHandler:
         self._room: Any = None
         self._closed = False
         self._leave_reason = "shutdown"
+        self._finished = False  # the room finished and every participant of the session was told
+        #: the interview: the LiveKit room's sid (set before ``start``), and its wall-clock start
+        self.session_id = ""
+        self.started_at: str | None = None
         #: called once with the SDK's DisconnectReason when the room is gone for this handler
         self.on_disconnected: Callable[[int], None] | None = None
         #: after disconnect: True when the room is over (finished, we left or were removed), not lost
@@ -137,11 +141,26 @@ class RoomHandler:
     def closed(self) -> bool:
         return self._closed
 
+    def track_sid(self, identity: str) -> str:
+        """The sid of the audio track being transcribed for ``identity`` ("" when none)."""
+        speaker = self._speakers.get(identity)
+        return speaker.active.sid if speaker is not None and speaker.active is not None else ""
+
     def end_all(self, reason: str) -> None:
-        """TrackEnd for every active track (idempotent)."""
+        """TrackEnd for every active track (idempotent). When the room finished, also for everyone of the
+        session who had left before: nobody can come back, so the session is complete."""
+        ended_now = set()
         for identity, speaker in list(self._speakers.items()):
             speaker.spare.clear()
+            if speaker.active is not None:
+                ended_now.add(identity)
             self._end_track(identity, reason, promote=False)
+        if reason == "room_finished" and not self._finished:
+            self._finished = True
+            at = round(self.media_time(), 6)
+            for identity in self._roster:
+                if identity not in ended_now:
+                    self._emit(TrackEnd(self.room_name, identity, at, reason, self.session_id))
 
     async def leave(self, reason: str) -> None:
         """Leave the room on purpose: TrackEnd(reason) for everyone, then disconnect."""
@@ -266,11 +285,13 @@ class RoomHandler:
                 getattr(participant, "kind", 0),
             ),
             offset_s=offset,
+            session_id=self.session_id,
+            started_at=self.started_at,
         )
         self._roster[identity] = record
         self._emit(ParticipantAnnounce(record, self.roster))
         chunker = TrackChunker(
-            self.room_name, identity, self._chunk_ms, offset, self.media_time, self._resync_s
+            self.room_name, identity, self._chunk_ms, offset, self.media_time, self._resync_s, self.session_id
         )
         active = _ActiveTrack(track.sid, chunker)
         speaker.active = active
@@ -317,7 +338,7 @@ class RoomHandler:
         for chunk in active.chunker.flush():
             self._emit(chunk)
         at = round(max(self.media_time(), active.chunker.position), 6)
-        self._emit(TrackEnd(self.room_name, identity, at, reason))
+        self._emit(TrackEnd(self.room_name, identity, at, reason, self.session_id))
         if active.task is not None and active.task is not asyncio.current_task():
             active.task.cancel()
         if promote and speaker.spare and not self._closed:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import secrets
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,9 +19,10 @@ from livekit import api, rtc
 
 from connectors.livekit.api import agent_token
 from connectors.livekit.control import END, parse_room_event
+from connectors.livekit.registry import JOINED, JoinedRoom
 from connectors.livekit.room import RoomHandler
 from connectors.livekit.types import LEAVE_TIMEOUT_S, RoomFactory, SourceEvent, StreamFactory
-from quantcoach.records import Participant
+from quantcoach.records import Participant, utc_now_iso
 from quantcoach.settings import Settings
 from stt.retry import Backoff
 
@@ -36,12 +39,20 @@ def worker_for_room(room: str, worker_count: int) -> int:
     return zlib.adler32(room.encode()) % worker_count
 
 
+def fallback_session_id(room: str) -> str:
+    """A session id when the server gave no room sid: ``lk-`` + the room's name (sanitised) + a random
+    suffix, so that it never collides with another session of the same room name."""
+    stem = re.sub(r"[^A-Za-z0-9_-]", "-", room)[:40]
+    return f"lk-{stem}-{secrets.token_hex(6)}"
+
+
 @dataclass
 class _Session:
     """One room session of this worker: survives the agent's rejoins, so media time carries on."""
 
     name: str
-    sid: str = ""
+    sid: str = ""  # the LiveKit room's sid: the session id of every record of this room session
+    started_at: str | None = None
     t0: float | None = None
     roster: dict[str, Participant] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
@@ -210,11 +221,17 @@ class RoomSupervisor:
                     await handler.leave(s.leave_reason)
                     s.handler = s.room = None
                     return
-                handler.start(s.t0)
                 if not s.sid:
                     s.sid = await _room_sid(room)
+                if not s.sid:  # no sid from the server: a session of this join, still unique
+                    s.sid = fallback_session_id(s.name)
+                s.started_at = s.started_at or utc_now_iso()
+                handler.session_id, handler.started_at = s.sid, s.started_at
+                handler.start(s.t0)
+                JOINED.add(s.name, JoinedRoom(room, asyncio.get_running_loop(), handler))
                 log.info("joined room %s (worker %d/%d)", s.name, self._index, self._count)
                 await lost.wait()
+                JOINED.remove(s.name, room)
                 s.handler = s.room = None
                 if handler.room_over or s.leaving:
                     s.over = (handler.room_over and not s.leaving) or s.leave_reason == "room_finished"
@@ -232,6 +249,8 @@ class RoomSupervisor:
             await self._close_session(s)
 
     async def _close_session(self, s: _Session) -> None:
+        if s.room is not None:
+            JOINED.remove(s.name, s.room)
         if s.handler is not None:  # cancelled while in the room (shutdown)
             with contextlib.suppress(Exception):
                 await s.handler.leave(s.leave_reason)
