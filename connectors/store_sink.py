@@ -1,4 +1,8 @@
-"""Bytewax sink into the transcript store, for ``quantcoach replay --store`` (no Kafka needed)."""
+"""Bytewax sink into the transcript store, for ``quantcoach replay --store`` (no Kafka needed).
+
+One sink type for every kind the store keeps: v2 transcripts (finals; partials are ignored), windows,
+session records and metrics. The flow may attach one ``StoreSink`` per stream or one to all of them.
+"""
 
 from __future__ import annotations
 

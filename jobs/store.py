@@ -1,13 +1,16 @@
-"""``quantcoach store``: consume the transcript and window topics into the transcript store.
+"""``quantcoach store``: consume the transcript, window, session and metrics topics into the store.
 
 Offsets are committed only after the rows are: a crash between the two re-delivers records, and the
 idempotent upsert turns that into nothing, so every record lands exactly once. A message that is not
 a valid record is logged, counted and skipped (its offset is committed with the rest), never a crash
-and never a stuck partition.
+and never a stuck partition. Accepted are the v2 records of ``quantcoach.wire`` (transcript/2,
+window/2, session/1, metrics/1), each validated against its model; a first-release record (v1, no
+session) counts as bad: the store cannot tell which interview it belongs to.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -16,15 +19,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import TopicPartition
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from connectors.kafka import client
-from connectors.kafka.reader import parse_record
-from connectors.store import Store
-from quantcoach.records import RecordError
+from connectors.store import KINDS, Store
+from quantcoach.wire import RecordError, validate
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "quantcoach-store"
+RETRY_MAX_S = 30.0  # longest wait between tries while the database is down
+
+
+def parse_record(value: bytes | None) -> dict[str, Any]:
+    """Decode and validate one message value as a v2 record; raises ``RecordError`` with the reason."""
+    if value is None:
+        raise RecordError("empty message (tombstone)")
+    try:
+        record = json.loads(value.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RecordError("bad UTF-8") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise RecordError(f"bad JSON: {getattr(exc, 'msg', 'too deeply nested')}") from None
+    if isinstance(record, dict) and isinstance(record.get("schema"), str) and record["schema"] not in KINDS:
+        raise RecordError(f"unknown schema {record['schema']!r} (the store takes v2 records)")
+    validate(record)
+    return record
 
 
 @dataclass
@@ -52,6 +72,7 @@ class StoreJob:
         self.topics = list(topics)
         self.stats = StoreStats()
         self._stop = threading.Event()
+        self._rejected = 0  # records of the current batch the database refused
         self.consumer = client.consumer(
             servers,
             timeout_s=connect_timeout_s,
@@ -85,20 +106,57 @@ class StoreJob:
         return self.stats
 
     def _store_batch(self, messages: list[Any]) -> None:
-        valid: list[dict[str, Any]] = []
+        valid: list[tuple[Any, dict[str, Any]]] = []
         for m in messages:
             try:
-                valid.append(parse_record(m.value))
+                record = parse_record(m.value)
             except RecordError as exc:
-                self.stats.bad += 1
-                reason = str(exc).split(":")[0][:80]
-                self.stats.bad_reasons[reason] = self.stats.bad_reasons.get(reason, 0) + 1
-                log.warning("skipping bad message at %s[%d]@%d: %s", m.topic, m.partition, m.offset, exc)
-        final = [r for r in valid if r.get("is_final", True)]
-        new = self.store.upsert(final)
+                self._bad(m, str(exc))
+                continue
+            if record.get("is_final", True):  # partial transcripts are not stored
+                valid.append((m, record))
+        new = self._upsert(valid)
         self.stats.stored += new
-        self.stats.duplicates += len(final) - new
+        self.stats.duplicates += len(valid) - new - self._rejected
         self.stats.batches += 1
         log.info(
-            "stored %d new records (%d already stored, %d bad so far)", new, len(final) - new, self.stats.bad
+            "stored %d new records (%d already stored, %d bad so far)",
+            new,
+            len(valid) - new - self._rejected,
+            self.stats.bad,
         )
+
+    def _upsert(self, valid: list[tuple[Any, dict[str, Any]]]) -> int:
+        """The batch in one transaction. A record the database refuses (a value too long for its
+        column) is a poison message too: the batch is then stored one record at a time, the refused
+        ones counted as bad. A database that is down is waited for (the offsets stay uncommitted)."""
+        self._rejected = 0
+        delay = 0.5
+        while True:
+            try:
+                try:
+                    return self.store.upsert([r for _, r in valid])
+                except (DataError, IntegrityError):
+                    return self._one_by_one(valid)
+            except OperationalError as exc:
+                if self._stop.is_set():
+                    raise
+                log.warning("store unavailable (%s); retrying in %.1fs", type(exc).__name__, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    def _one_by_one(self, valid: list[tuple[Any, dict[str, Any]]]) -> int:
+        new = 0
+        for m, record in valid:
+            try:
+                new += self.store.upsert([record])
+            except (DataError, IntegrityError) as exc:
+                self._rejected += 1
+                self._bad(m, f"refused by the database: {type(exc).__name__}")
+        return new
+
+    def _bad(self, m: Any, why: str) -> None:
+        self.stats.bad += 1
+        reason = why.split(":")[0][:80]
+        self.stats.bad_reasons[reason] = self.stats.bad_reasons.get(reason, 0) + 1
+        log.warning("skipping bad message at %s[%d]@%d: %s", m.topic, m.partition, m.offset, why)

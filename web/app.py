@@ -1,11 +1,11 @@
 """The Flask app factory: ``create_app(settings)`` builds the REST API from a settings object.
 
-One blueprint per resource (rooms, tokens, webhooks, health, transcripts, openapi). The outside things
-the routes use (RoomService client, token minter, webhook verifier, room-event publisher, transcript
-store) are built here from the settings, or passed in by tests, and reached through
-``web.services.services()``. With LiveKit unconfigured the app still starts: health says so and the
-LiveKit routes answer 503. The transcript store is opened on first use, so an unreachable database
-makes only its routes answer 503.
+One blueprint per resource (rooms, tokens, webhooks, health, transcripts, sessions, reports, openapi).
+The outside things the routes use (RoomService client, token minter, webhook verifier, room-event
+publisher, transcript store) are built here from the settings, or passed in by tests, and reached
+through ``web.services.services()``. With LiveKit unconfigured the app still starts: health says so
+and the LiveKit routes answer 503. The transcript store is opened on first use, so an unreachable
+database makes only its routes answer 503.
 """
 
 from __future__ import annotations
@@ -17,18 +17,29 @@ from typing import Any
 
 from flask import Flask, Response
 
+from connectors.kafka.client import configure as configure_kafka
 from connectors.kafka.room_events import KafkaRoomEventPublisher, RoomEventPublisher
 from connectors.livekit.api import RoomsClient, TokenMinter, WebhookVerifier
 from quantcoach.settings import Settings
-from web import health, openapi, tokens, transcripts, webhooks
+from web import health, openapi, reports, sessions, streams, tokens, transcripts, webhooks
 from web import rooms as rooms_bp
-from web.auth import ApiKeys, install_access_control
+from web.auth import ApiKeys, EventTokens, install_access_control
 from web.errors import register_error_handlers
+from web.limits import install_body_limit
 from web.services import Services, StoreAccess, install
 
 log = logging.getLogger(__name__)
 
-BLUEPRINTS = (health.bp, rooms_bp.bp, tokens.bp, webhooks.bp, transcripts.bp, openapi.bp)
+BLUEPRINTS = (
+    health.bp,
+    rooms_bp.bp,
+    tokens.bp,
+    webhooks.bp,
+    transcripts.bp,
+    sessions.bp,
+    reports.bp,
+    openapi.bp,
+)
 
 
 def create_app(
@@ -45,8 +56,11 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config.update(transcripts.SSE_DEFAULTS)
     app.config.update(config or {})
+    cap = streams.stream_cap(settings.sse_max_streams, settings.web_threads)
+    app.extensions["sse_slots"] = streams.StreamSlots(cap)  # one worker process = one app
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.converters["room"] = rooms_bp.RoomConverter
+    app.url_map.converters["session"] = sessions.SessionConverter
     logging.getLogger("web").setLevel(settings.log_level.upper())
     logging.getLogger("connectors").setLevel(settings.log_level.upper())
 
@@ -59,6 +73,8 @@ def create_app(
         rooms = None
         log.warning("LiveKit is not configured: room and token routes will answer 503")
     has_keys = bool(key and secret)
+    if settings.kafka_configured:
+        configure_kafka(settings)  # SASL/TLS for the room-event publisher
     if publisher is None and settings.kafka_configured and settings.webhook_forward:
         publisher = KafkaRoomEventPublisher(settings.kafka_servers, settings.kafka_topic_rooms)
 
@@ -75,10 +91,14 @@ def create_app(
     )
 
     register_error_handlers(app)
+    install_body_limit(app)
     api_keys = ApiKeys(settings.api_key_list)
     if not api_keys:
         log.warning("QUANTCOACH_API_KEYS is empty: every protected route answers 403")
-    install_access_control(app, api_keys, settings.cors_origin_list)
+    tokens_ = EventTokens.from_keys(
+        settings.report_token_secret.reveal(), settings.api_key_list, settings.report_token_ttl_s
+    )
+    install_access_control(app, api_keys, settings.cors_origin_list, tokens_)
     for bp in BLUEPRINTS:
         app.register_blueprint(bp)
 

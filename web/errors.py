@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 class ErrorInfo(BaseModel):
@@ -85,6 +86,7 @@ def _failure(status: int, code: str, message: str) -> Callable[[Exception], Resp
 
 def _api_error(exc: ApiError) -> Response:
     resp = error_response(exc.status, exc.code, exc.message)
+    resp.headers.update(exc.headers)
     if exc.status == 401:
         resp.headers["WWW-Authenticate"] = 'Bearer realm="quantcoach"'
     return resp

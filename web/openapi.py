@@ -26,6 +26,7 @@ from pydantic import BaseModel, TypeAdapter
 from werkzeug.routing import Rule
 
 from quantcoach.schemas import RecordSchema, components
+from quantcoach.wire import SessionId
 from web.errors import Error
 from web.validation import RoomName
 
@@ -35,18 +36,31 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 TITLE = "QuantCoach API"
 DESCRIPTION = (
-    "Rooms and tokens for live mock interviews, and their stored transcripts and windows (read, or "
-    'followed live as Server-Sent Events). Errors are `{"error": {"code", "message"}}`. Every route but '
-    "`/`, `/health`, `/docs` and the LiveKit webhook requires `Authorization: Bearer <API key>`."
+    "Rooms and tokens for live mock interviews, and their sessions' stored transcripts, windows, metrics "
+    "and reports (read, or followed live as Server-Sent Events). A room name is not an interview: each "
+    "interview is a session, and the `/rooms/{name}/...` reads answer for the room's latest one. Errors "
+    'are `{"error": {"code", "message"}}`. Every route but `/`, `/health`, `/docs` and the LiveKit '
+    "webhook requires `Authorization: Bearer <API key>`; a session's event stream also takes the "
+    "short-lived `token` its report page embeds."
 )
 _ARGUMENT = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")  # <converter(args):name> in a Flask rule
 #: The schema of each URL converter's path parameter.
-CONVERTERS: dict[str, Any] = {"room": RoomName}
+CONVERTERS: dict[str, Any] = {"room": RoomName, "session": SessionId}
+#: Security schemes besides the API key; an operation names those it accepts as alternatives.
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "apiKey": {"type": "http", "scheme": "bearer"},
+    "eventsToken": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "a session's events token, as its report page embeds it in the events URL",
+    },
+}
 ERRORS = {
     400: "invalid input",
     401: "missing or invalid API key (webhook: invalid signature)",
     403: "no API keys configured on the server, or CORS origin not allowed",
-    404: "unknown room (transcript routes: nothing stored for the room)",
+    404: "unknown room (store routes: nothing stored for the room), unknown session, or no metrics yet",
     405: "method not allowed (`/rooms/create` is a route, so no room is called `create`)",
     409: "room already exists",
     413: "request body too large",
@@ -86,6 +100,7 @@ class Operation:
     headers: tuple[dict[str, Any], ...] = ()
     public: bool = False
     description: str | None = None
+    security: tuple[str, ...] = ()  # accepted schemes, each one enough; empty: the API key
 
 
 def operation(operation_id: str, summary: str, *, ok: tuple[str, Any], **more: Any) -> Callable[[F], F]:
@@ -137,7 +152,8 @@ def build_document(app: Flask) -> dict[str, Any]:
         servers=[{"url": "/"}],
         security=[{"apiKey": []}],
     )
-    spec.components.security_scheme("apiKey", {"type": "http", "scheme": "bearer"})
+    for name, scheme in SECURITY_SCHEMES.items():
+        spec.components.security_scheme(name, scheme)
     for name, schema in schemas.items():
         spec.components.schema(name, schema)
     for rule, op in routes:
@@ -173,6 +189,8 @@ def _operation(op: Operation, refs: dict[type, dict[str, str]]) -> dict[str, Any
         out["description"] = op.description
     if op.public:
         out["security"] = []
+    elif op.security:
+        out["security"] = [{name: []} for name in op.security]
     params = [*_query_parameters(op.query), *op.headers]
     if params:
         out["parameters"] = params
