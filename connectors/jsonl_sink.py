@@ -1,4 +1,4 @@
-"""The embedded default sink: records as JSON lines, one file per record kind and room.
+"""The embedded default sink: records as JSON lines, one file per record kind and session.
 
 Each batch is one ``os.write`` on an ``O_APPEND`` descriptor, so the partitions of several workers (or
 processes) appending to one file never interleave inside a line on a local filesystem.
@@ -19,9 +19,9 @@ from quantcoach.records import dumps
 
 
 class JsonlSink(DynamicSink[dict[str, Any]]):
-    """Writes wire records to ``path_for(room)``; the file's directory is created on first write."""
+    """Writes wire records to ``path_for(room, session_id)``; the directory is created on first write."""
 
-    def __init__(self, path_for: Callable[[str], Path]) -> None:
+    def __init__(self, path_for: Callable[[str, str], Path]) -> None:
         self.path_for = path_for
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _JsonlPartition:
@@ -29,7 +29,7 @@ class JsonlSink(DynamicSink[dict[str, Any]]):
 
 
 class _JsonlPartition(StatelessSinkPartition[dict[str, Any]]):
-    def __init__(self, path_for: Callable[[str], Path]) -> None:
+    def __init__(self, path_for: Callable[[str, str], Path]) -> None:
         self._path_for = path_for
         self._fds: dict[Path, int] = {}
         self._lock = threading.Lock()
@@ -37,7 +37,7 @@ class _JsonlPartition(StatelessSinkPartition[dict[str, Any]]):
     def write_batch(self, items: list[dict[str, Any]]) -> None:
         by_path: dict[Path, list[str]] = defaultdict(list)
         for record in items:
-            by_path[self._path_for(record["room"])].append(dumps(record) + "\n")
+            by_path[self._path_for(record["room"], record["session_id"])].append(dumps(record) + "\n")
         with self._lock:
             for path, lines in by_path.items():
                 os.write(self._fd(path), "".join(lines).encode("utf-8"))

@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from connectors.recording import Session
-from quantcoach.records import ProgressMark, Transcript
+from quantcoach.records import ProgressMark, Transcript, participant_key
+from quantcoach.text import escape_control
 
 
 class TerminalView:
@@ -59,7 +60,7 @@ class TerminalView:
     def show(self, item: Any) -> None:
         with self._lock:
             if isinstance(item, ProgressMark):
-                key = f"{item.room}/{item.participant}"
+                key = participant_key(item.room, item.participant, item.session_id)
                 end = self._ends.get(key, 0.0)
                 pos = end if math.isinf(item.position) else min(item.position, end)
                 self._done[key] = max(self._done.get(key, 0.0), pos - self._offsets.get(key, 0.0))
@@ -73,7 +74,7 @@ class TerminalView:
 
 def format_transcript(t: Transcript) -> str:
     who = (
-        f"{t.speaker.capitalize()} ({t.name})"
+        f"{t.speaker.capitalize()} ({_escape(t.name)})"
         if t.name and t.name != t.participant
         else t.speaker.capitalize()
     )
@@ -85,12 +86,18 @@ def format_window(w: dict[str, Any]) -> str:
         f"[cyan]── window {w['window_id']}  {w['start']:.2f}-{w['end']:.2f} s  "
         f"({w['reason']}, {len(w['segments'])} segments) ──[/cyan]"
     )
-    body = "\n".join(f"   {_escape(line)}" for line in w["text"].splitlines())
+    body = "\n".join(f"   {_escape(_line(s))}" for s in w["segments"])  # one line per segment, always
     return f"{head}\n{body}"
 
 
+def _line(segment: dict[str, Any]) -> str:
+    return f"{segment['speaker'].capitalize()}: {segment['text']}"
+
+
 def _escape(text: str) -> str:
-    return text.replace("[", r"\[")
+    # control characters (ANSI escapes in a display name or a transcript) shown, never obeyed; and no
+    # rich markup from outside text
+    return escape_control(text).replace("[", r"\[")
 
 
 class TerminalSink(DynamicSink[Any]):

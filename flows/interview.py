@@ -1,60 +1,58 @@
 """The interview dataflow, the same for live rooms and replays.
 
-    source (LiveKit | replay)   ParticipantAnnounce, AudioChunk, TrackEnd     key room/participant
+    source (LiveKit | replay)   ParticipantAnnounce, AudioChunk, TrackEnd   key room/session/participant
      -> resample     (soxr stream per participant, any rate/channels -> 16 kHz mono)
      -> transcribe   (one STT stream per participant: Transcript partial/final + ProgressMark)
+     -> partials + finals                                         -> caption sinks
      -> finals                                                    -> transcript sinks
-     -> key by room -> windowing (media-ordered by marks)         -> window sinks
+     -> key by session -> windowing (media-ordered by marks)      -> window, metrics, session sinks
      -> partials, finals, marks, windows                          -> event sinks (terminal, progress)
 
 ``build_flow`` takes the source, sinks and STT engine factory from its caller, so tests run the very
 same flow with ``bytewax.testing`` sources and sinks. The sinks of a replay and of the live flow are
-assembled here, once (``replay_sinks``, ``live_sinks``); the CLI only says which.
+assembled once, in ``flows.sinks``; the CLI only says which.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.outputs import Sink
 
+from flows.sinks import FlowSinks, live_sinks, replay_sinks
 from operators.resample import ResampleLogic
 from operators.transcribe import transcribe_builder
-from operators.windowing import RoomWindowing, WindowRules
+from operators.windowing import SessionWindowing, WindowRules
 from quantcoach.records import (
     AudioChunk,
     EvaluationWindow,
+    MetricsUpdate,
     ParticipantAnnounce,
     ProgressMark,
+    SessionEvent,
     TrackEnd,
     Transcript,
     participant_key,
+    session_key,
 )
 from quantcoach.settings import Settings
 from stt.protocol import SttEngine
 
 
-@dataclass
-class FlowSinks:
-    transcripts: list[Sink[dict[str, Any]]] = field(default_factory=list)  # final transcript records
-    windows: list[Sink[dict[str, Any]]] = field(default_factory=list)  # window records
-    events: list[Sink[Any]] = field(default_factory=list)  # Transcript, ProgressMark, window records
-
-
 def event_key(event: ParticipantAnnounce | AudioChunk | TrackEnd) -> str:
     if isinstance(event, ParticipantAnnounce):
         return event.participant.key
-    return participant_key(event.room, event.participant)
+    return participant_key(event.room, event.participant, event.session_id)
 
 
-def _room_of(item: ParticipantAnnounce | ProgressMark | Transcript) -> str:
-    return item.participant.room if isinstance(item, ParticipantAnnounce) else item.room
+def _session_of(item: ParticipantAnnounce | ProgressMark | Transcript) -> str:
+    if isinstance(item, ParticipantAnnounce):
+        return session_key(item.participant.room, item.participant.session_id)
+    return session_key(item.room, item.session_id)
 
 
 def _is_final(item: Any) -> bool:
@@ -67,6 +65,22 @@ def _for_windowing(item: Any) -> bool:
 
 def _window_record(w: EvaluationWindow) -> dict[str, Any]:
     return w.to_record()
+
+
+def _is_window(item: Any) -> bool:
+    return isinstance(item, EvaluationWindow)
+
+
+def _is_metrics(item: Any) -> bool:
+    return isinstance(item, MetricsUpdate)
+
+
+def _is_session(item: Any) -> bool:
+    return isinstance(item, SessionEvent)
+
+
+def _to_record(item: MetricsUpdate | SessionEvent) -> dict[str, Any]:
+    return item.to_record()
 
 
 def _transcript_record(t: Transcript) -> dict[str, Any]:
@@ -96,11 +110,23 @@ def build_flow(
     for i, sink in enumerate(sinks.transcripts):
         op.output(f"transcripts_out_{i}", finals, sink)
 
-    by_room = op.key_on("key_room", op.filter("for_windowing", stt, _for_windowing), _room_of)
-    windows = op.stateful("windowing", by_room, lambda resume: RoomWindowing(rules, idle_s, resume))
-    window_records = op.map("window_record", op.key_rm("windows_out", windows), _window_record)
+    if sinks.captions:
+        spoken = op.filter("spoken", stt, lambda x: isinstance(x, Transcript))
+        for i, sink in enumerate(sinks.captions):
+            op.output(f"captions_out_{i}", spoken, sink)
+
+    by_session = op.key_on("key_session", op.filter("for_windowing", stt, _for_windowing), _session_of)
+    windowed = op.stateful("windowing", by_session, lambda resume: SessionWindowing(rules, idle_s, resume))
+    session_out = op.key_rm("session_out", windowed)
+    window_records = op.map("window_record", op.filter("windows", session_out, _is_window), _window_record)
     for i, sink in enumerate(sinks.windows):
         op.output(f"windows_out_{i}", window_records, sink)
+    metric_records = op.map("metrics_record", op.filter("metrics", session_out, _is_metrics), _to_record)
+    for i, sink in enumerate(sinks.metrics):
+        op.output(f"metrics_out_{i}", metric_records, sink)
+    session_records = op.map("session_record", op.filter("sessions", session_out, _is_session), _to_record)
+    for i, sink in enumerate(sinks.sessions):
+        op.output(f"sessions_out_{i}", session_records, sink)
 
     if sinks.events:
         shown = op.merge(
@@ -111,75 +137,6 @@ def build_flow(
         for i, sink in enumerate(sinks.events):
             op.output(f"events_out_{i}", shown, sink)
     return flow
-
-
-def jsonl_sinks(out_dir: Callable[[str], Path]) -> FlowSinks:
-    """Final transcripts and windows as JSON lines, in ``out_dir(room)/{transcripts,windows}.jsonl``."""
-    from connectors.jsonl_sink import JsonlSink
-
-    return FlowSinks(
-        transcripts=[JsonlSink(lambda room: out_dir(room) / "transcripts.jsonl")],
-        windows=[JsonlSink(lambda room: out_dir(room) / "windows.jsonl")],
-    )
-
-
-def add_kafka_sinks(sinks: FlowSinks, settings: Settings, *more_topics: str) -> None:
-    """Final transcripts and windows to their Kafka topics as well. The topics (and ``more_topics``) are
-    created if missing, before the flow starts: an unreachable broker raises ``KafkaUnavailable`` now."""
-    from connectors.kafka.client import ensure_topics
-    from connectors.kafka.sink import KafkaSink
-
-    topics = [settings.kafka_topic_transcripts, settings.kafka_topic_windows]
-    ensure_topics(
-        settings.kafka_servers, [*topics, *more_topics], settings.kafka_partitions, settings.kafka_replication
-    )
-    sinks.transcripts.append(KafkaSink(settings.kafka_servers, settings.kafka_topic_transcripts))
-    sinks.windows.append(KafkaSink(settings.kafka_servers, settings.kafka_topic_windows))
-
-
-def replay_sinks(
-    settings: Settings,
-    rooms: Iterable[str],
-    out_dir: Callable[[str], Path],
-    *,
-    fresh: bool = True,
-    kafka: bool = True,
-    store: bool = False,
-    view: Any = None,
-) -> FlowSinks:
-    """The sinks of a replay: JSONL files under ``out_dir(room)`` (emptied first when ``fresh``; a room
-    that yields nothing still leaves its two files), Kafka when ``kafka`` and it is configured, the
-    store (``DATABASE_URL``, checked now) when ``store``, and a ``TerminalView`` when given."""
-    for room in rooms:
-        out_dir(room).mkdir(parents=True, exist_ok=True)
-        for name in ("transcripts.jsonl", "windows.jsonl"):
-            if fresh:  # a resumed replay appends instead: records are at-least-once, ids deterministic
-                (out_dir(room) / name).write_bytes(b"")
-    sinks = jsonl_sinks(out_dir)
-    if kafka and settings.kafka_configured:
-        add_kafka_sinks(sinks, settings)
-    if store:
-        from connectors.store import Store
-        from connectors.store_sink import StoreSink
-
-        Store.open(settings.database_url).close()  # tables created, URL checked, before the flow starts
-        sinks.transcripts.append(StoreSink(settings.database_url))
-        sinks.windows.append(StoreSink(settings.database_url))
-    if view is not None:
-        from connectors.terminal_sink import TerminalSink
-
-        sinks.events.append(TerminalSink(view))
-    return sinks
-
-
-def live_sinks(settings: Settings) -> FlowSinks:
-    """The sinks of the live flow: Kafka (its control topic created too), or JSONL under ``out/<room>/``
-    when Kafka is not configured."""
-    if not settings.kafka_configured:
-        return jsonl_sinks(lambda room: Path("out") / room)
-    sinks = FlowSinks()
-    add_kafka_sinks(sinks, settings, settings.kafka_topic_rooms)
-    return sinks
 
 
 def live_flow(
@@ -195,11 +152,13 @@ def live_flow(
     topic that the API's webhook handler feeds. Returns the flow and its source (``source.stop()``
     leaves the rooms cleanly, emitting every room's last window).
     """
+    from connectors.kafka.client import configure
     from connectors.kafka.room_events import consume_room_events
     from connectors.livekit.source import LiveKitSource
     from stt.engines import engine_for
 
     settings = settings or Settings.from_env()
+    configure(settings)  # SASL/TLS for every Kafka client of this process (bytewax.run workers too)
     sinks = live_sinks(settings)
     room_events = None
     if settings.kafka_configured:
@@ -217,7 +176,7 @@ def live_flow(
 def replay_flow(sessions: list[str], out: str = "out", speed: float | None = None) -> Dataflow:
     """Replay under Bytewax's own runner, e.g. across processes:
     ``python -m bytewax.run "flows.interview:replay_flow(['s1', 's2'], 'out')" -i 0 -a "h:p1;h:p2"``.
-    Records go to ``<out>/<room>/`` (appended; every process writes its own rooms' records).
+    Records go to ``<out>/<room>/<session_id>/`` (appended; every process writes its own sessions').
     """
     from connectors.recording import load_session
     from connectors.replay_source import ReplaySource
@@ -225,7 +184,7 @@ def replay_flow(sessions: list[str], out: str = "out", speed: float | None = Non
 
     settings = Settings.from_env()
     loaded = [load_session(s) for s in sessions]
-    sinks = replay_sinks(settings, [], lambda room: Path(out) / room, fresh=False, kafka=False)
+    sinks = replay_sinks(settings, [], Path(out), fresh=False, kafka=False)
     engine = engine_for(settings)
     return build_flow(settings, ReplaySource(loaded, settings.chunk_ms, speed), sinks, lambda: engine)
 

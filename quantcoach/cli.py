@@ -1,8 +1,10 @@
-"""The ``quantcoach`` command: replay, flow (live), web, tail, store; one small function each, on click.
+"""The ``quantcoach`` command: replay, flow (live), web here; tail, store and analytics in
+``quantcoach.cli_kafka``; one small function each, on click.
 
-The only module that imports flows, jobs and web: it wires them together. Exit statuses are the same
-for every command: 0 done, 2 bad input or a service unreachable at start (one ``error: ...`` line on
-stderr, never a traceback), 1 a failure while running (``error: <command> failed: ...``), 130 Ctrl-C.
+The CLI modules are the only ones that import flows, jobs and web: they wire them together. Exit
+statuses are the same for every command: 0 done, 2 bad input or a service unreachable at start (one
+``error: ...`` line on stderr, never a traceback), 1 a failure while running (``error: <command>
+failed: ...``), 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,26 +14,31 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable
-from datetime import timedelta
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from quantcoach.options import HostPort, NonNegative, Partitions, Positive, Speed
-from quantcoach.settings import Settings, SettingsError
-from stt.engines import ENGINES
+from quantcoach import cli_kafka  # noqa: F401  (registers tail, store, analytics on ``cli``)
+from quantcoach.cli_base import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    cli,
+    recovery_for,
+    run_flow,
+    settings_from,
+    snapshot_option,
+    stt_option,
+    workers_option,
+)
+from quantcoach.options import HostPort, NonNegative, Positive, Speed
+from quantcoach.settings import SettingsError
 
 log = logging.getLogger("quantcoach")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class UsageError(click.ClickException):
-    """Bad input, or a service unreachable at start: one ``error:`` line, exit status 2."""
-
-    exit_code = EXIT_USAGE
 
 
 def _start_errors() -> tuple[type[Exception], ...]:
@@ -72,91 +79,16 @@ def _usage_line(exc: click.UsageError) -> str:
     return f"{path}: {message} (see {path} --help)"
 
 
-def _settings(*, quiet_kafka: bool = True, **options: Any) -> Settings:
-    """The environment's settings, with the options given on the command line (None: not given)."""
-    settings = Settings.from_env().with_(**{k: v for k, v in options.items() if v is not None})
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # a line per utterance otherwise
-    logging.getLogger("livekit").setLevel(logging.WARNING)  # the SDK logs every signalling step
-    if quiet_kafka:
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)  # one line per refused connection otherwise
-    return settings
-
-
-def _need_kafka(settings: Settings) -> None:
-    if not settings.kafka_configured:
-        raise UsageError("Kafka is not configured: set KAFKA_BOOTSTRAP_SERVERS (HOST:PORT) or pass --kafka")
-
-
-def _recovery(directory: str) -> tuple[Any, bool]:
-    """Bytewax recovery config for ``directory`` (initialised when empty) and whether it holds state."""
-    if not directory:
-        return None, False
-    from bytewax.recovery import RecoveryConfig, init_db_dir
-
-    path = Path(directory)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        resuming = any(path.glob("part-*.sqlite3"))
-        if not resuming:
-            init_db_dir(path, 1)
-    except OSError as exc:
-        raise UsageError(f"recovery directory {path}: {exc.strerror or exc}") from None
-    return RecoveryConfig(str(path)), resuming
-
-
-def _run(flow: Any, what: str, workers: int, snapshot_s: float, recovery: Any) -> None:
-    """Run ``flow`` in this process; its failure (wrapped by Bytewax) is one line: the root cause."""
-    from bytewax.run import cli_main
-
-    try:
-        cli_main(
-            flow,
-            workers_per_process=workers,
-            epoch_interval=timedelta(seconds=snapshot_s),
-            recovery_config=recovery,
-        )
-    except Exception as exc:
-        log.debug("%s failed", what, exc_info=True)
-        while exc.__cause__ is not None:
-            exc = exc.__cause__  # type: ignore[assignment]
-        lines = str(exc).strip().splitlines()
-        raise click.ClickException(f"{what} failed: {lines[-1] if lines else type(exc).__name__}") from None
-
-
-@click.group(
-    help="QuantCoach interview pipeline",
-    no_args_is_help=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-def cli() -> None:
-    pass
-
-
-_workers = click.option("--workers", type=Positive(int), default=1, help="Bytewax worker threads (1)")
-_snapshot = click.option(
-    "--snapshot-s", type=Positive(float), default=5.0, help="recovery snapshot interval (5 s)"
-)
-_stt = click.option("--stt", type=click.Choice(ENGINES), help="STT engine (default STT_ENGINE)")
-_kafka = click.option(
-    "--kafka", metavar="HOST:PORT", help="bootstrap servers (default KAFKA_BOOTSTRAP_SERVERS)"
-)
-
-
 # --- replay ---------------------------------------------------------------------------------------------
 @cli.command("replay", help="replay recorded sessions through the flow")
 @click.argument("sessions", nargs=-1, required=True, metavar="SESSION_DIR...")
-@click.option("--out", help="output directory (default out/<room>/)")
+@click.option("--out", default="out", show_default=True, help="records go to OUT/<room>/<session_id>/")
 @click.option("--speed", type=Speed(), default=None, help="max (default), realtime, or a factor")
-@_stt
+@stt_option
 @click.option("--window-s", type=Positive(float), help="window length in media seconds (20)")
 @click.option("--overlap-s", type=NonNegative(), help="context carried into the next window (10)")
 @click.option("--min-transcripts", type=Positive(int), help="new transcripts before a speaker change (2)")
-@_workers
+@workers_option
 @click.option("--quiet", is_flag=True, help="no transcripts or progress on the terminal")
 @click.option(
     "--kafka",
@@ -164,15 +96,16 @@ _kafka = click.option(
     help="also send final transcripts and windows to Kafka (default KAFKA_BOOTSTRAP_SERVERS)",
 )
 @click.option("--store", is_flag=True, help="also write records into the store (DATABASE_URL)")
+@click.option("--captions", is_flag=True, help="also write captions.jsonl: the room's live captions")
 @click.option(
     "--recovery-dir",
     default="",
     help="Bytewax recovery state (default RECOVERY_DIR): a killed replay started again resumes from it",
 )
-@_snapshot
+@snapshot_option
 def replay_command(
     sessions: tuple[str, ...],
-    out: str | None,
+    out: str,
     speed: float | None,
     stt: str | None,
     window_s: float | None,
@@ -182,15 +115,19 @@ def replay_command(
     quiet: bool,
     kafka: str | None,
     store: bool,
+    captions: bool,
     recovery_dir: str,
     snapshot_s: float,
 ) -> int:
     from connectors.replay_source import ReplaySource
+    from connectors.session_files import write_session_files
+    from connectors.stt_failures import SttFailures
     from connectors.terminal_sink import TerminalView
-    from flows.interview import build_flow, replay_sinks
+    from flows.interview import build_flow
+    from flows.sinks import replay_sinks, session_dir
     from stt.engines import engine_for
 
-    settings = _settings(
+    settings = settings_from(
         window_s=window_s,
         overlap_s=overlap_s,
         min_transcripts=min_transcripts,
@@ -198,29 +135,37 @@ def replay_command(
         kafka_bootstrap_servers=kafka,
     )
     loaded = _load_sessions(sessions)
-    out_dir = _out_dir(out, len(loaded))
-    recovery, resuming = _recovery(recovery_dir or settings.recovery_dir)
+    root = Path(out)
+    recovery, resuming = recovery_for(recovery_dir or settings.recovery_dir)
     view = None if quiet else TerminalView.for_sessions(loaded)
-    rooms = [s.room for s in loaded]
-    sinks = replay_sinks(settings, rooms, out_dir, fresh=not resuming, store=store, view=view)
-    engine = engine_for(settings)
+    ids = [(s.room, s.session_id) for s in loaded]
+    sinks = replay_sinks(settings, ids, root, fresh=not resuming, store=store, captions=captions, view=view)
+    stt_failures = SttFailures()
+    sinks.events.append(stt_failures)
+    engine = engine_for(settings, throughput=speed is None)  # --speed max: the packed decode
     flow = build_flow(settings, ReplaySource(loaded, settings.chunk_ms, speed), sinks, lambda: engine)
     if resuming:
         print(f"resuming from the recovery state in {recovery.db_dir}", file=sys.stderr)
     started = time.perf_counter()
     try:
         with view or contextlib.nullcontext():
-            _run(flow, "replay", workers, snapshot_s, recovery)
+            run_flow(flow, "replay", workers, snapshot_s, recovery)
     finally:
         engine.close()
     wall = time.perf_counter() - started
     total = sum(s.audio_seconds for s in loaded)
-    where = ", ".join(str(out_dir(r)) for r in rooms)
+    for room, session_id in ids:
+        write_session_files(session_dir(root, room, session_id))
+    where = ", ".join(str(session_dir(root, room, sid)) for room, sid in ids)
     print(
         f"replayed {len(loaded)} session(s), {total:.1f} s of audio in {wall:.1f} s "
         f"({total / wall if wall else 0:.1f}x real time); records in {where}",
         file=sys.stderr,
     )
+    failed = stt_failures.failed
+    if failed:
+        print(f"error: speech-to-text gave up for {', '.join(failed)}: see the log above", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -231,18 +176,11 @@ def _load_sessions(paths: Iterable[str]) -> list[Any]:
         sessions = [load_session(p) for p in expand_sessions(list(paths))]
     except OSError as exc:
         raise UsageError(str(exc)) from None
-    if len({s.room for s in sessions}) != len(sessions):
-        raise UsageError("two sessions share a room name; room names must be unique in one replay")
+    ids = [s.session_id for s in sessions]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise UsageError(f"the same session is given twice ({', '.join(dup)}); give each once")
     return sessions
-
-
-def _out_dir(out: str | None, sessions: int) -> Callable[[str], Path]:
-    """Where a room's records go: ``out/<room>/``, or ``--out DIR``: DIR itself for one session, else
-    ``DIR/<room>``."""
-    if not out:
-        return lambda room: Path("out") / room
-    root = Path(out)
-    return (lambda room: root) if sessions == 1 else (lambda room: root / room)
 
 
 # --- live -----------------------------------------------------------------------------------------------
@@ -250,9 +188,9 @@ def _out_dir(out: str | None, sessions: int) -> Callable[[str], Path]:
 @click.option("--room", multiple=True, help="a room to join (repeatable)")
 @click.option("--no-discover", is_flag=True, help="do not poll RoomService for rooms")
 @click.option("--record", metavar="DIR", help="also record each room in the session format, for replay")
-@_stt
-@_workers
-@_snapshot
+@stt_option
+@workers_option
+@snapshot_option
 def flow_command(
     room: tuple[str, ...],
     no_discover: bool,
@@ -264,7 +202,7 @@ def flow_command(
     """The live flow in this process (``python -m bytewax.run flows.interview:flow`` runs it too)."""
     from flows.interview import live_flow
 
-    settings = _settings(stt_engine=stt)
+    settings = settings_from(stt_engine=stt)
     if not settings.livekit_configured:
         raise UsageError("LiveKit is not configured: set LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET")
     if settings.stt_engine == "elevenlabs" and not settings.elevenlabs_api_key:
@@ -274,10 +212,10 @@ def flow_command(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     _leave_rooms_on_signals(source)
-    recovery, resuming = _recovery(settings.recovery_dir)
+    recovery, resuming = recovery_for(settings.recovery_dir)
     if resuming:
         log.info("resuming from the recovery state in %s", settings.recovery_dir)
-    _run(flow, "flow", workers, snapshot_s, recovery)
+    run_flow(flow, "flow", workers, snapshot_s, recovery)
     return EXIT_OK
 
 
@@ -304,7 +242,7 @@ def _leave_rooms_on_signals(source: Any) -> None:
 def web_command(bind: str, workers: int) -> int:
     from web.serve import run_gunicorn
 
-    settings = _settings(quiet_kafka=False)
+    settings = settings_from(quiet_kafka=False)
     if not settings.api_key_list:
         log.warning("QUANTCOACH_API_KEYS is empty: every endpoint but / and /health answers 403")
     if not settings.livekit_configured:
@@ -313,59 +251,5 @@ def web_command(bind: str, workers: int) -> int:
 
 
 # --- Kafka consumers ------------------------------------------------------------------------------------
-@cli.command("tail", help="print records from the Kafka topics as they arrive")
-@click.option("--topic", type=click.Choice(["windows", "transcripts"]), default="windows")
-@click.option("--room", help="only this room")
-@click.option("--from-beginning", is_flag=True, help="start at the oldest retained record")
-@_kafka
-def tail_command(topic: str, room: str | None, from_beginning: bool, kafka: str | None) -> int:
-    from quantcoach.tail import tail
-
-    settings = _settings(kafka_bootstrap_servers=kafka)
-    _need_kafka(settings)
-    tail(settings, topic, room, from_beginning)
-    return EXIT_OK
-
-
-@cli.command("store", help="consume the Kafka topics into the transcript store (DATABASE_URL)")
-@click.option("--from-beginning", is_flag=True, help="a new group starts at the oldest record")
-@click.option("--group", default="quantcoach-store", help="consumer group (quantcoach-store)")
-@click.option("--partitions", type=Partitions(), help="assign these partitions (e.g. 0,1)")
-@_kafka
-def store_command(from_beginning: bool, group: str, partitions: list[int] | None, kafka: str | None) -> int:
-    from kafka.errors import KafkaError
-
-    from connectors.store import Store, safe_url
-    from jobs.store import StoreJob
-
-    settings = _settings(kafka_bootstrap_servers=kafka)
-    _need_kafka(settings)
-    topics = [settings.kafka_topic_transcripts, settings.kafka_topic_windows]
-    store = Store.open(settings.database_url)
-    job = StoreJob(
-        store,
-        settings.kafka_servers,
-        topics,
-        group_id=group,
-        from_beginning=from_beginning,
-        partitions=partitions,
-    )
-    signal.signal(signal.SIGTERM, lambda *_: job.stop())
-    print(
-        f"storing {', '.join(topics)} into {safe_url(settings.database_url)}; Ctrl-C stops", file=sys.stderr
-    )
-    try:
-        stats = job.run()
-    except KeyboardInterrupt:
-        stats = job.stats
-    except KafkaError as exc:
-        raise click.ClickException(f"store failed: Kafka: {exc}") from None
-    print(
-        f"stored {stats.stored} new records ({stats.duplicates} re-deliveries, {stats.bad} bad)",
-        file=sys.stderr,
-    )
-    return EXIT_OK
-
-
 if __name__ == "__main__":
     sys.exit(main())
