@@ -57,7 +57,7 @@ class SttEngine(Protocol):
     name: str
 
     def stream(self, key: str) -> SttStream:
-        """Open a stream for one participant (``key`` is ``room/identity``, for logs)."""
+        """Open a stream for one participant (``key`` is ``room/session_id/identity``, for logs)."""
 
     def close(self) -> None:
         """Release engine-wide resources (threads, loops, models)."""

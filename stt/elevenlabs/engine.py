@@ -33,7 +33,7 @@ class ElevenLabsEngine:
         self._settings = settings
         self.options = options or ElevenLabsOptions()
         self._clock = clock or SYSTEM_CLOCK
-        self._url = session_url(settings, self.options)
+        self._url = session_url(settings, self.options)  # KeytermError (an SttError) for bad keyterms
         self._ctx = StreamContext(
             options=self.options,
             link=self._link,

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from stt.clock import Clock
+from stt.elevenlabs.bounds import plan_cut
 from stt.elevenlabs.loudness import FRAME, LoudnessMap
 from stt.elevenlabs.options import ElevenLabsOptions
 from stt.pcm import STT_SAMPLE_RATE as SR
@@ -47,6 +48,7 @@ class SendPlan:
     since_push: float  # seconds since the last push
     uncommitted_speech: bool  # speech was sent that no commit covers yet
     idle: bool  # no speech pending and a long quiet stretch: the session may close
+    commit_due: bool = False  # the open utterance is cut here: a manual commit, before more audio
 
 
 class AudioLedger:
@@ -180,8 +182,8 @@ class AudioLedger:
             self._session_active = False
             self._trim_locked()
 
-    def plan_send(self, now: float) -> SendPlan | None:
-        """None once the stream is closed."""
+    def plan_send(self, now: float, open_from: int = 0) -> SendPlan | None:
+        """None once the stream is closed. ``open_from``: the session's last manual commit (or origin)."""
         o = self._o
         with self.lock:
             if self._closed:
@@ -189,13 +191,29 @@ class AudioLedger:
             avail = self.pushed - self.send_pos
             since_push = now - self._last_push
             pos, pcm, speech = self.send_pos, None, False
-            if avail >= o.chunk_samples or (
-                avail > 0 and (self._end_requested or since_push >= o.partial_chunk_after_s)
+            first_speech = self._first_speech_locked()
+            limit, due = self.pushed, False
+            if o.max_utterance_s is not None and first_speech is not None:
+                cut = plan_cut(
+                    self._loudness,
+                    self._pcm,
+                    o,
+                    known=max(self.covered, open_from),
+                    send_pos=pos,
+                    pushed=self.pushed,
+                    released=self._end_requested or since_push >= o.idle_commit_s,
+                )
+                limit, due = cut.limit, cut.due
+            n = min(limit - pos, o.chunk_samples)
+            if n > 0 and (
+                n == o.chunk_samples
+                or limit < self.pushed  # cut short by the bound: the rest is there already
+                or self._end_requested
+                or since_push >= o.partial_chunk_after_s
             ):
-                n = min(avail, o.chunk_samples)
                 pcm = self._pcm.read(pos, pos + n)
                 speech = self._loudness.any_loud(pos - FRAME + 1, pos + n)
-            pending = self._first_speech_locked() is not None
+            pending = first_speech is not None
             return SendPlan(
                 pos=pos,
                 pcm=pcm,
@@ -206,6 +224,7 @@ class AudioLedger:
                 uncommitted_speech=pending and self.covered < self.send_pos,
                 idle=not pending
                 and (self.pushed - self.covered >= o.idle_close_s * SR or since_push >= o.idle_close_s),
+                commit_due=due,
             )
 
     def sent(self, upto: int) -> None:
@@ -229,15 +248,24 @@ class AudioLedger:
                 self._trim_locked()
 
     # ---------------------------------------------------------------- transcripts
-    def partial(self, text: str) -> None:
+    def partial(self, text: str, open_from: int = 0) -> None:
         with self.lock:
             speech = self._first_speech_locked()
-            start = max(self.covered, speech if speech is not None else self.covered) / SR
+            start = max(self.covered, open_from, speech if speech is not None else self.covered) / SR
             end = max(self.send_pos / SR, start)
             self._events.append(SttEvent("partial", text, start, end))
 
-    def commit(self, text: str, span: tuple[int, int] | None, sent_at: int) -> None:
-        """One server commit (``span``: its words' samples, if timed): advance ``covered``, emit a final."""
+    def commit(
+        self,
+        text: str,
+        span: tuple[int, int] | None,
+        sent_at: int,
+        *,
+        language: str | None = None,
+        confidence: float | None = None,
+    ) -> int:
+        """One server commit (``span``: its words' samples, if timed; ``sent_at``: the furthest it can
+        cover): advance ``covered``, emit a final. Returns the floor after it."""
         with self.lock:
             self._silent_ends = 0
             cov = self.covered
@@ -256,8 +284,9 @@ class AudioLedger:
                 t0 = max(start / SR, self._last_final_end, self._settled_promised)
                 t1 = max(end / SR, t0)
                 self._last_final_end = t1
-                self._events.append(SttEvent("final", text, t0, t1))
+                self._events.append(SttEvent("final", text, t0, t1, language, confidence))
             self._trim_locked()
+            return self._floor_locked()
 
     # ---------------------------------------------------------------- internals (lock held)
     def _utterance_span_locked(self, a: int, b: int) -> tuple[int, int]:

@@ -1,8 +1,10 @@
 """The realtime STT wire messages: what we send, what the server sends and how its errors are taken.
 
-``docs/elevenlabs-realtime-protocol.md`` has the sources for every type named here. Parsing checks the
-shape only as far as we rely on it: a JSON object with a string ``message_type``; text that is not a
-string reads as empty; word times are used only when finite and ordered.
+``docs/elevenlabs-realtime-protocol.md`` has the sources for every type named here. Parsing checks
+each message against the documented schema as far as we rely on it: a JSON object with a string
+``message_type``; a transcript's ``text`` a string; a timestamped commit's ``words`` a list (or null)
+and its ``language_code`` a string (or null). What fails is ``MalformedMessage``, never taken half-way.
+Word times are used only when finite and ordered (and, in the session, within the audio sent).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -39,6 +41,7 @@ RETRYABLE_ERRORS = frozenset(
 ERROR_TYPES = FATAL_ERRORS | SESSION_END_ERRORS | RETRYABLE_ERRORS
 PARTIAL_TYPES = frozenset({"partial_transcript", "final_transcript", "final_transcript_with_timestamps"})
 IGNORED_TYPES = frozenset({"committed_transcript_entities", "edited_transcript"})
+TRANSCRIPT_TYPES = PARTIAL_TYPES | {COMMITTED, COMMITTED_TIMED}  # each has a required string `text`
 
 
 # ------------------------------------------------------------------------------------------ we send
@@ -72,11 +75,15 @@ def commit_message() -> str:
 
 # ------------------------------------------------------------------------------------------ server sends
 class MalformedMessage(ValueError):
-    """Not a JSON object with a string ``message_type``; ``not_json`` tells the two cases apart."""
+    """Not JSON, not an object with a string ``message_type``, or a known type of the wrong shape."""
 
-    def __init__(self, not_json: bool) -> None:
-        super().__init__("not JSON" if not_json else "no message_type")
-        self.not_json = not_json
+    def __init__(self, reason: Literal["not JSON", "no message_type", "invalid"], detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+    @property
+    def not_json(self) -> bool:
+        return self.reason == "not JSON"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +104,20 @@ class ServerMessage:
 def parse(raw: str | bytes) -> ServerMessage:
     try:
         msg = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedMessage(not_json=True) from None
+    except (ValueError, RecursionError):  # RecursionError: hostile nesting ([[[[...)
+        raise MalformedMessage("not JSON") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("message_type"), str):
-        raise MalformedMessage(not_json=False)
+        raise MalformedMessage("no message_type")
     mt = msg["message_type"]
-    if mt == "error" and msg.get("error") in ERROR_TYPES:
+    if mt == "error" and isinstance(msg.get("error"), str) and msg["error"] in ERROR_TYPES:
         mt = msg["error"]  # some docs show the kind in `error` under a generic message_type
+    if mt in TRANSCRIPT_TYPES and not isinstance(msg.get("text"), str):
+        raise MalformedMessage("invalid", f"{mt[:40]} without a string text")
+    if mt == COMMITTED_TIMED:
+        if not isinstance(msg.get("words"), list | None):
+            raise MalformedMessage("invalid", f"{mt} whose words are not a list")
+        if not isinstance(msg.get("language_code"), str | None):
+            raise MalformedMessage("invalid", f"{mt} whose language_code is not a string")
     text = msg.get("text") if isinstance(msg.get("text"), str) else ""
     return ServerMessage(mt, text, msg)
 
@@ -131,3 +145,38 @@ def word_span(words: Any, origin: int) -> tuple[int, int] | None:
 
 def _finite(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def word_confidence(words: Any) -> float | None:
+    """0..1 from the words' ``logprob`` (spacing excluded): exp of their mean, None without any."""
+    if not isinstance(words, list):
+        return None
+    logprobs = [
+        float(w["logprob"])
+        for w in words
+        if isinstance(w, Mapping) and w.get("type") != "spacing" and _finite(w.get("logprob"))
+    ]
+    if not logprobs:
+        return None
+    return min(1.0, max(0.0, math.exp(min(0.0, sum(logprobs) / len(logprobs)))))
+
+
+# ISO 639-3 -> 639-1 for the languages Scribe reports most; the server may send either form [API].
+_ISO_639_1 = {
+    "eng": "en", "spa": "es", "fra": "fr", "deu": "de", "ita": "it", "por": "pt", "nld": "nl",
+    "pol": "pl", "rus": "ru", "ukr": "uk", "tur": "tr", "ara": "ar", "hin": "hi", "ben": "bn",
+    "zho": "zh", "cmn": "zh", "yue": "zh", "jpn": "ja", "kor": "ko", "vie": "vi", "tha": "th",
+    "ind": "id", "msa": "ms", "swe": "sv", "nor": "no", "nob": "no", "dan": "da", "fin": "fi",
+    "ces": "cs", "slk": "sk", "hun": "hu", "ron": "ro", "bul": "bg", "ell": "el", "heb": "he",
+    "fas": "fa", "urd": "ur", "tam": "ta", "tel": "te", "cat": "ca", "hrv": "hr", "srp": "sr",
+}  # fmt: skip
+
+
+def language(code: Any) -> str | None:
+    """An ISO 639-1 code from what the server reported (639-1 or 639-3, maybe with a region), or None."""
+    if not isinstance(code, str):
+        return None
+    base = code.strip().replace("_", "-").split("-")[0].casefold()
+    if len(base) == 2 and base.isascii() and base.isalpha():
+        return base
+    return _ISO_639_1.get(base)

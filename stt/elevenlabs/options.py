@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from quantcoach.settings import Settings
+from stt.elevenlabs.keyterms import DEFAULT_KEYTERMS, check_keyterms
 from stt.pcm import STT_SAMPLE_RATE
 from stt.retry import Backoff
 
@@ -35,6 +36,17 @@ class ElevenLabsOptions:
     settle_margin_s: float = 0.25  # settled() stays this far before the first speech frame
     tail_tolerance_s: float = 0.2  # loud frames this close after a committed word are its tail
     use_system_proxy: bool = True
+    # An open utterance longer than this gets a manual commit at its quietest recent point (None: only
+    # the server's VAD and its own limit cut). The same bound as Whisper's VAD ``max_utterance_s``.
+    max_utterance_s: float | None = 20.0
+    cut_lookback_s: float = 3.0  # the quietest 100 ms is looked for in this much audio before the bound
+    keyterms: tuple[str, ...] = DEFAULT_KEYTERMS  # sent as repeated `keyterms`; () sends none
+
+    def __post_init__(self) -> None:
+        if self.max_utterance_s is not None and not self.max_utterance_s >= 2.0:
+            raise ValueError("max_utterance_s must be at least 2 s (or None)")
+        if not self.cut_lookback_s >= 0:
+            raise ValueError("cut_lookback_s must not be negative")
 
     @property
     def chunk_samples(self) -> int:
@@ -53,7 +65,11 @@ class ElevenLabsOptions:
 
 
 def session_url(settings: Settings, o: ElevenLabsOptions) -> str:
-    """The realtime endpoint with our query parameters (never the key: that goes in a header)."""
+    """The realtime endpoint with our query parameters (never the key: that goes in a header).
+
+    Raises ``KeytermError`` for keyterms beyond the documented limits.
+    """
+    keyterms = check_keyterms(o.keyterms)
     params: dict[str, str] = {
         "model_id": settings.elevenlabs_model_id,
         "audio_format": f"pcm_{STT_SAMPLE_RATE}",
@@ -65,6 +81,6 @@ def session_url(settings: Settings, o: ElevenLabsOptions) -> str:
     if settings.elevenlabs_language:
         params["language_code"] = settings.elevenlabs_language
     parts = urlsplit(settings.elevenlabs_base_url)
-    query = dict(parse_qsl(parts.query))
-    query.update(params)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in params and k != "keyterms"]
+    query += [*params.items(), *(("keyterms", term) for term in keyterms)]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, quote_via=quote), ""))

@@ -1,8 +1,9 @@
 """One WebSocket session of a stream, from connect to an ``Outcome``; the stream decides what comes next.
 
 A sender and a receiver run side by side on the loop thread. The sender sends what the ledger holds
-(from the floor, in ``chunk_ms`` chunks), keeps a quiet socket alive, commits at end of input or when
-a track goes quiet mid-utterance, and ends a session that has nothing open for a long while. The
+(from the floor, in ``chunk_ms`` chunks), keeps a quiet socket alive, commits at end of input, when
+a track goes quiet mid-utterance and where an over-long utterance is cut (``bounds``), and ends a
+session that has nothing open for a long while. The
 receiver turns messages into partials and (paired) commits, and watches the deadlines: no
 ``session_started``, a twin overdue, speech sent and nothing heard back, an unanswered final commit.
 All timing is on the injected clock. The API key is only ever in the handshake header.
@@ -19,6 +20,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from stt.elevenlabs import messages as m
+from stt.elevenlabs.bounds import ManualCommits
 from stt.elevenlabs.connection import Link, Outcome, close_in_background, open_socket, scrub
 from stt.elevenlabs.ledger import AudioLedger, Count, SendPlan
 from stt.elevenlabs.options import ElevenLabsOptions
@@ -48,6 +50,9 @@ class Session:
         self.last_msg = 0.0
         self.end_empty_answer = False  # an empty commit came after our final commit: nothing left
         self.last_partial: str | None = None
+        self._slack = round(0.8 * (o.vad_silence_threshold_secs or 1.5) * SR)
+        self.commits = ManualCommits(self.origin, self._slack)
+        self.language: str | None = None  # the session's language, as session_started reports it
 
     async def run(self) -> Outcome:
         self._count("connects")
@@ -101,11 +106,12 @@ class Session:
             await self.started.wait()
             # Nothing was sent while connecting, so the cap could trim: start from what is kept.
             self.origin = self._ledger.begin_sending()
+            self.commits = ManualCommits(self.origin, self._slack)
             self.last_send = clock.monotonic()
             while True:
                 self._wake.clear()
                 now = clock.monotonic()
-                plan = self._ledger.plan_send(now)
+                plan = self._ledger.plan_send(now, self.commits.open_from)
                 if plan is None:
                     return Outcome("ended", "closed")
                 if plan.pcm is not None:
@@ -117,11 +123,14 @@ class Session:
                     self._count("chunks_sent")
                     await asyncio.sleep(0)  # a long backlog must not starve other streams on the loop
                     continue
+                if plan.commit_due:  # the open utterance reached max_utterance_s: cut it here
+                    await self._commit(ws, plan.pos, now)
+                    self._count("utterance_cuts")
+                    continue
                 if plan.end_requested:
                     if self.commit_sent_at is None:
-                        await ws.send(m.commit_message())
+                        await self._commit(ws, plan.pos, now)
                         self.commit_sent_at = now
-                        self.last_send = now
                         finished = self._end_reached()  # nothing uncommitted: no answer needed
                         if finished is not None:
                             return finished
@@ -129,8 +138,7 @@ class Session:
                 elif plan.since_push >= o.idle_commit_s and plan.uncommitted_speech and not self.idle_commit:
                     # the track went quiet mid-utterance (muted): VAD needs audio to commit, so ask
                     self.idle_commit = True
-                    await ws.send(m.commit_message())
-                    self.last_send = now
+                    await self._commit(ws, plan.pos, now)
                     self._count("idle_commits")
                     continue
                 elif plan.idle and not self.twins.holding:
@@ -148,6 +156,12 @@ class Session:
                 await self._nap(plan, now)
         except ConnectionClosed:
             return None
+
+    async def _commit(self, ws: ClientConnection, pos: int, now: float) -> None:
+        """A manual commit of everything sent (``pos`` samples); its answer is taken like a VAD commit's."""
+        await ws.send(m.commit_message())
+        self.commits.sent(pos)
+        self.last_send = now
 
     async def _nap(self, plan: SendPlan, now: float) -> None:
         """Until something is pushed or the next of the sender's timers is due."""
@@ -230,21 +244,31 @@ class Session:
         return Outcome("retry", f"connection closed (code {code})")
 
     def _on_message(self, raw: str | bytes) -> Outcome | None:
+        try:
+            return self._take(raw)
+        except Exception:  # whatever a message holds, the stream goes on: counted and logged
+            self._count("bad_messages")
+            log.exception("elevenlabs %s: message could not be taken; ignored", self._link.key)
+            return None
+
+    def _take(self, raw: str | bytes) -> Outcome | None:
         key = self._link.key
         try:
             msg = m.parse(raw)
         except m.MalformedMessage as exc:
-            self._count("malformed")
+            self._count("invalid_messages" if exc.reason == "invalid" else "malformed")
             if exc.not_json:
                 log.warning(
                     "elevenlabs %s: malformed message ignored: %.80r", key, scrub(str(raw), self._link.secret)
                 )
             else:
-                log.warning("elevenlabs %s: message without message_type ignored", key)
+                log.warning("elevenlabs %s: message ignored (%s)", key, scrub(str(exc), self._link.secret))
             return None
         mt = msg.type
         if mt == m.SESSION_STARTED:
             self.started.set()
+            config = msg.raw.get("config")
+            self.language = m.language(config.get("language_code")) if isinstance(config, dict) else None
             log.debug("elevenlabs %s: session %s started", key, str(msg.raw.get("session_id"))[:64])
         elif mt in m.PARTIAL_TYPES:
             self._on_partial(msg.text)
@@ -252,7 +276,8 @@ class Session:
             # send_pos is only written on this (the loop) thread
             self._apply(self.twins.plain(msg.text, self._ledger.send_pos, self._clock.monotonic()))
         elif mt == m.COMMITTED_TIMED:
-            self._apply(self.twins.timed(msg.text, msg.words, self._ledger.send_pos))
+            language = msg.raw.get("language_code")
+            self._apply(self.twins.timed(msg.text, msg.words, self._ledger.send_pos, language))
         elif mt in m.ERROR_TYPES:
             return self._on_error(mt, msg.error_detail)
         elif mt in m.IGNORED_TYPES:
@@ -278,7 +303,7 @@ class Session:
         if not text or text == self.last_partial:
             return
         self.last_partial = text
-        self._ledger.partial(text)
+        self._ledger.partial(text, self.commits.open_from)
 
     def _apply(self, commits: list[Commit]) -> None:
         for c in commits:
@@ -287,5 +312,17 @@ class Session:
             text = c.text.strip()
             if self.commit_sent_at is not None and not text:
                 self.end_empty_answer = True
-            self._ledger.commit(text, m.word_span(c.words, self.origin), c.sent_at)
+            span = m.word_span(c.words, self.origin)
+            if span is not None and span[1] > c.sent_at + SR // 2:  # words in audio never sent
+                self._count("implausible_word_times")
+                log.warning("elevenlabs %s: word times past the audio sent; ignored", self._link.key)
+                span = None
+            floor = self._ledger.commit(
+                text,
+                span,
+                self.commits.bound(span, c.sent_at),
+                language=m.language(c.language) or self.language,
+                confidence=m.word_confidence(c.words) if span is not None else None,
+            )
+            self.commits.answered(floor)
             self._count("finals" if text else "empty_commits")

@@ -21,6 +21,7 @@ class Commit:
     text: str
     words: Any  # the server's timed words, None without them
     sent_at: int  # stream samples sent when the (first twin of the) commit arrived
+    language: Any = None  # the timed twin's language_code, as the server sent it
 
 
 @dataclass(slots=True)
@@ -69,16 +70,16 @@ class TwinPairer:
             self._drop_once = (COMMITTED_TIMED, _norm(text))
         return out
 
-    def timed(self, text: str, words: Any, sent: int) -> list[Commit]:
+    def timed(self, text: str, words: Any, sent: int, language: Any = None) -> list[Commit]:
         if self._held is not None:
             held, self._held = self._held, None
             self._misses = 0
-            return [Commit(text or held.text, words, held.sent_at)]
+            return [Commit(text or held.text, words, held.sent_at, language)]
         if self._drop_once == (COMMITTED_TIMED, _norm(text)):
             self._drop_once = None  # late twin of a plain commit we already emitted
             return []
         self._drop_once = (COMMITTED, _norm(text))
-        return [Commit(text, words, sent)]
+        return [Commit(text, words, sent, language)]
 
     def expire(self, now: float) -> list[Commit]:
         """A held commit whose twin is overdue comes out without word times."""
