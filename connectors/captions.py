@@ -46,7 +46,7 @@ class Caption:
 
 
 class CaptionTransport(Protocol):
-    def send(self, room: str, caption: Caption) -> None:
+    def send(self, room: str, session_id: str, caption: Caption) -> None:
         """Hand the caption over without blocking; raise nothing the flow must handle."""
 
 
@@ -88,7 +88,7 @@ class CaptionPublisher:
             media_s=transcript.end,
         )
         try:
-            self.transport.send(transcript.room, caption)
+            self.transport.send(transcript.room, transcript.session_id, caption)
             self.sent += 1
         except Exception as exc:  # a caption is never worth a dead flow
             self.failed += 1
@@ -97,20 +97,20 @@ class CaptionPublisher:
 
 
 class JsonlCaptions:
-    """``captions.jsonl`` per room: one message per line, exactly what the room would have been sent."""
+    """``captions.jsonl`` per session: one message per line, exactly what the room would have been sent."""
 
-    def __init__(self, path_for: Callable[[str], Path]) -> None:
+    def __init__(self, path_for: Callable[[str, str], Path]) -> None:
         self._path_for = path_for
-        self._files: dict[str, Any] = {}
+        self._files: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
-    def send(self, room: str, caption: Caption) -> None:
+    def send(self, room: str, session_id: str, caption: Caption) -> None:
         with self._lock:
-            f = self._files.get(room)
+            f = self._files.get((room, session_id))
             if f is None:
-                path = self._path_for(room)
+                path = self._path_for(room, session_id)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                f = self._files[room] = path.open("a", encoding="utf-8")
+                f = self._files[(room, session_id)] = path.open("a", encoding="utf-8")
             f.write(json.dumps(caption.to_record(), ensure_ascii=False, separators=(",", ":")) + "\n")
             f.flush()
 
@@ -122,23 +122,23 @@ class JsonlCaptions:
 
 
 class RoomTextStreams:
-    """Sends captions into live rooms as text streams, on the SDK's asyncio loop.
+    """Sends captions into live rooms as text streams, each on its room's own asyncio loop.
 
-    ``room_for(name)`` gives the joined ``rtc.Room`` (or None when this worker is not in it). Sending is
-    scheduled on ``loop`` and never waited for; failures are counted and logged there.
+    ``find(name)`` gives the joined room as ``(rtc.Room, loop)``, or None when this process is not in
+    it. Sending is scheduled on that loop and never waited for; failures are counted and logged there.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, room_for: Callable[[str], Any]) -> None:
-        self._loop = loop
-        self._room_for = room_for
+    def __init__(self, find: Callable[[str], tuple[Any, asyncio.AbstractEventLoop] | None]) -> None:
+        self._find = find
         self.failed = 0
         self.sent = 0
 
-    def send(self, room: str, caption: Caption) -> None:
-        target = self._room_for(room)
-        if target is None:
+    def send(self, room: str, session_id: str, caption: Caption) -> None:
+        found = self._find(room)
+        if found is None:
             raise LookupError(f"not in room {room!r}")
-        asyncio.run_coroutine_threadsafe(self._send(target, caption), self._loop)
+        target, loop = found
+        asyncio.run_coroutine_threadsafe(self._send(target, caption), loop)
 
     async def _send(self, room: Any, caption: Caption) -> None:
         try:

@@ -81,7 +81,8 @@ def grants_for(role: str, room: str) -> VideoGrants:
             room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True
         )
     if role == "agent":
-        # The flow's agent only listens: hidden from the other participants, never publishes.
+        # The flow's agent listens, hidden from the other participants, and publishes data only: the
+        # live captions (lk.transcription text streams). It never publishes media.
         return VideoGrants(
             room_join=True,
             room=room,
@@ -89,7 +90,7 @@ def grants_for(role: str, room: str) -> VideoGrants:
             agent=True,
             can_subscribe=True,
             can_publish=False,
-            can_publish_data=False,
+            can_publish_data=True,
         )
     if role == "participant":
         return VideoGrants(
