@@ -16,7 +16,7 @@ workers = 2
 # worker, and, unlike sync, the worker's heartbeat to the arbiter keeps beating while a stream is open,
 # so ``timeout`` does not kill a healthy worker that is streaming. No monkey-patching (gevent/eventlet),
 # which would fight the asyncio loop thread that the LiveKit client runs on.
-worker_class = "gthread"
+worker_class = "web.gunicorn_hardening.JsonErrorWorker"  # gthread, with gunicorn's own errors as JSON
 threads = int(os.environ.get("WEB_THREADS", "16"))  # run_gunicorn sets it from Settings.web_threads
 worker_connections = 1000
 
@@ -34,6 +34,7 @@ limit_request_field_size = 8190
 accesslog = "-"
 errorlog = "-"
 loglevel = "info"
+logger_class = "web.gunicorn_hardening.SafeAccessLogger"  # control characters escaped in every line
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms "%(a)s"'
 
 # Workers import the app themselves (no preload): per-process clients (LiveKit loop thread, Kafka

@@ -12,6 +12,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel, ConfigDict, Field
 
 from web import validation
+from web.errors import ApiError
 from web.openapi import AUTH_ERRORS, operation
 from web.services import services
 from web.validation import DisplayName, Identity, Role, RoomName
@@ -46,6 +47,9 @@ class TokenResponse(BaseModel):
 def generate_token() -> ResponseReturnValue:
     req = validation.body(TokenRequest)
     svc = services()
+    if req.participant_identity == svc.settings.agent_identity:
+        # the flow's own identity: a token for it could publish into rooms as the hidden agent
+        raise ApiError(400, "reserved_identity", "participant_identity is reserved for the QuantCoach agent")
     token = svc.need_minter().mint(
         req.room_name, req.participant_identity, req.role, req.participant_name or ""
     )

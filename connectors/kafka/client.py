@@ -3,6 +3,10 @@
 kafka-python waits about 30 s in the constructor for a broker that does not answer; every client
 built here bounds that to ``timeout_s`` and turns "no broker" into one ``KafkaUnavailable`` line that
 names the servers. Callers add only what is theirs (acks, group, client id).
+
+Managed Kafka: ``configure(settings)`` sets the process's connection security once (SASL/TLS from the
+``KAFKA_SECURITY_*`` settings) and every client built afterwards uses it; all of a process's clients talk
+to the one cluster its settings name. ``confluent_config`` is the same for Bytewax's own connector.
 """
 
 from __future__ import annotations
@@ -28,6 +32,41 @@ class KafkaUnavailable(RuntimeError):
     """No Kafka broker answered at the configured bootstrap servers."""
 
 
+_security: dict[str, Any] = {}
+
+
+def security_config(settings: Any) -> dict[str, Any]:
+    """kafka-python keyword arguments for the settings' SASL/TLS (empty for PLAINTEXT)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    out: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL"):
+        out |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password.reveal(),
+        }
+    if protocol.endswith("SSL") and settings.kafka_ssl_cafile:
+        out["ssl_cafile"] = settings.kafka_ssl_cafile
+    return out
+
+
+def confluent_config(settings: Any) -> dict[str, str]:
+    """The same security for confluent-kafka (Bytewax's ``bytewax.connectors.kafka``)."""
+    plain = security_config(settings)
+    names = {"security_protocol": "security.protocol", "sasl_mechanism": "sasl.mechanisms",
+             "sasl_plain_username": "sasl.username", "sasl_plain_password": "sasl.password",
+             "ssl_cafile": "ssl.ca.location"}  # fmt: skip
+    return {names[k]: str(v) for k, v in plain.items()}
+
+
+def configure(settings: Any) -> None:
+    """Use the settings' connection security for every client this process builds from now on."""
+    _security.clear()
+    _security.update(security_config(settings))
+
+
 def unavailable(
     servers: Sequence[str], timeout_s: float, exc: BaseException | None = None
 ) -> KafkaUnavailable:
@@ -35,6 +74,7 @@ def unavailable(
     return KafkaUnavailable(
         f"Kafka is unreachable at {','.join(servers)}: no broker answered within {timeout_s:g} s{why}; "
         "is it running, and is KAFKA_BOOTSTRAP_SERVERS right?"
+        + (" Do KAFKA_SECURITY_PROTOCOL and the SASL/TLS settings match the broker?" if _security else "")
     )
 
 
@@ -59,7 +99,8 @@ def _build(
     config: Mapping[str, Any],
 ) -> Any:
     try:
-        return factory(bootstrap_servers=list(servers), **{**bootstrap_config(cls, timeout_s), **config})
+        merged = {**bootstrap_config(cls, timeout_s), **_security, **config}
+        return factory(bootstrap_servers=list(servers), **merged)
     except KafkaError as exc:
         raise unavailable(servers, timeout_s, exc) from exc
 
