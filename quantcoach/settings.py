@@ -101,11 +101,36 @@ class Settings(BaseSettings):
         "KAFKA_TOPIC_TRANSCRIPTS", "interview.transcripts", "topic of final transcripts"
     )
     kafka_topic_windows: str = _env("KAFKA_TOPIC_WINDOWS", "interview.windows", "topic of windows")
+    kafka_topic_sessions: str = _env(
+        "KAFKA_TOPIC_SESSIONS", "interview.sessions", "topic of session started/ended records"
+    )
+    kafka_topic_metrics: str = _env("KAFKA_TOPIC_METRICS", "interview.metrics", "topic of interview metrics")
+    kafka_topic_room_stats: str = _env(
+        "KAFKA_TOPIC_ROOM_STATS", "interview.room_stats", "topic of the analytics job's per-room aggregates"
+    )
+    analytics_sessions: int = _env(
+        "ANALYTICS_SESSIONS", 20, "quantcoach analytics: latest sessions aggregated per room", ge=1
+    )
     kafka_topic_rooms: str = _env(
         "KAFKA_TOPIC_ROOMS", "interview.rooms", "control topic of room_started/room_finished events"
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = _env(
+        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (managed Kafka)"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = _env(
+        "KAFKA_SASL_MECHANISM", "PLAIN", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+    )
+    kafka_sasl_username: str = _env("KAFKA_SASL_USERNAME", "", "SASL user name")
+    kafka_sasl_password: SecretValue = _env("KAFKA_SASL_PASSWORD", Secret(""), "SASL password")
+    kafka_ssl_cafile: str = _env("KAFKA_SSL_CAFILE", "", "CA bundle (PEM) for SSL and SASL_SSL")
     kafka_partitions: int = _env("KAFKA_PARTITIONS", 6, "partitions of topics created on start", ge=1)
     kafka_replication: int = _env("KAFKA_REPLICATION", 1, "replication factor of created topics", ge=1)
+
+    # --- Live captions ---------------------------------------------------------------------------
+    captions: bool = _env("CAPTIONS", True, "live flow: publish transcripts into the room (lk.transcription)")
+    caption_interims_per_s: float = _env(
+        "CAPTION_INTERIMS_PER_S", 4.0, "at most this many interim captions per second per participant", gt=0
+    )
 
     # --- Speech to text ------------------------------------------------------------------------------
     stt_engine: Literal["whisper", "elevenlabs", "noop"] = _env(
@@ -116,6 +141,28 @@ class Settings(BaseSettings):
     )
     whisper_threads: int = _env("WHISPER_THREADS", 2, "CPU threads for Whisper inference", ge=1)
     whisper_language: str = _env("WHISPER_LANGUAGE", "en", "language of the local engine")
+    whisper_replay_mode: Literal["throughput", "utterance"] = _env(
+        "WHISPER_REPLAY_MODE",
+        "throughput",
+        "replays at --speed max: utterance or throughput decode",
+    )
+    whisper_partial_s: float = _env(
+        "WHISPER_PARTIAL_S",
+        1.0,
+        "live: interim text every this many s of speech; 0 = finals only",
+        ge=0,
+    )
+    stt_max_utterance_s: float = _env(
+        "STT_MAX_UTTERANCE_S",
+        20.0,
+        "longest utterance (s): cut at a quiet point (both engines)",
+        ge=2,
+    )
+    stt_keyterms: str = _env(
+        "STT_KEYTERMS",
+        "",
+        "vocabulary, comma-separated; empty = bundled quant terms; none = off",
+    )
     elevenlabs_api_key: SecretValue = _env(
         "ELEVENLABS_API_KEY", Secret(""), "ElevenLabs API key (xi-api-key)"
     )
@@ -146,11 +193,25 @@ class Settings(BaseSettings):
     web_threads: int = _env(
         "WEB_THREADS", 16, "gunicorn gthread threads per worker (SSE streams hold one)", ge=1
     )
+    sse_max_streams: int = _env(
+        "SSE_MAX_STREAMS",
+        0,
+        "live event streams per API worker; 0 = WEB_THREADS minus 4 (kept for REST)",
+        ge=0,
+    )
     web_timeout_s: int = _env(
         "WEB_TIMEOUT_S", 30, "gunicorn: a worker silent this long is restarted (s)", ge=1
     )
     webhook_forward: bool = _env(
         "WEBHOOK_FORWARD", True, "forward room_started/room_finished webhooks to the rooms topic"
+    )
+    report_token_secret: SecretValue = _env(
+        "REPORT_TOKEN_SECRET",
+        Secret(""),
+        "key of the report page's events tokens; empty = derived from QUANTCOACH_API_KEYS",
+    )
+    report_token_ttl_s: int = _env(
+        "REPORT_TOKEN_TTL_S", 3600, "lifetime of a report page's events token (s)", ge=60
     )
 
     # --- Store ---------------------------------------------------------------------------------------
@@ -165,6 +226,15 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise SettingsError(_message(exc)) from None
+        self._check_kafka_security()
+
+    def _check_kafka_security(self) -> None:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL") and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            needed = "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {needed}")
+        if self.kafka_ssl_cafile and not Path(self.kafka_ssl_cafile).is_file():
+            raise SettingsError(f"KAFKA_SSL_CAFILE: no such file: {self.kafka_ssl_cafile}")
 
     @classmethod
     def settings_customise_sources(
