@@ -1,6 +1,7 @@
 """Records per second through the Kafka sink to a local tansu broker (started here, memory storage).
 
-Measures, for transcript records (~0.3 KB) and window records (~1.5 KB):
+Measures, for the v2 contract's records (every one of a session, keyed by room): transcripts (~0.5 KB),
+windows (~3 KB), session events (~0.3 KB) and metrics records (~0.4 KB):
   - write_batch directly, at several batch sizes: each call waits for every ack (acks=all), so small
     batches are bound by the round trip, large ones by encoding and the broker;
   - a whole Bytewax flow (TestingSource -> KafkaSink), where Bytewax chooses the batches.
@@ -20,33 +21,60 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.kafka_broker
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for harness.*
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
 from connectors.kafka.sink import KafkaSink
-from quantcoach.records import EvaluationWindow, Segment, Transcript, dumps
-from tests.kafka_broker import TansuBroker
+from harness.kafka import TansuBroker
+from operators.metrics import SessionMetrics
+from quantcoach.records import (
+    EvaluationWindow,
+    Participant,
+    Segment,
+    SessionEvent,
+    Transcript,
+    dumps,
+    utc_now_iso,
+)
+from quantcoach.wire import validate
 
 ROOMS = [f"mock-{i}" for i in range(32)]
+SESSIONS = {room: f"RM_{i:04d}benchSession" for i, room in enumerate(ROOMS)}
+STARTED_AT = "2026-12-01T14:00:00.000Z"
 SENTENCE = "So for the second question, walk me through how you would price an American put on a tree. "
+
+
+def room_of(i: int) -> str:
+    return ROOMS[i % len(ROOMS)]
+
+
+def roster(room: str) -> tuple[Participant, ...]:
+    sid = SESSIONS[room]
+    return (
+        Participant(room, "iv-7", "Morgan", "interviewer", session_id=sid, started_at=STARTED_AT),
+        Participant(room, "cand-3", "Riley", "candidate", session_id=sid, started_at=STARTED_AT),
+    )
 
 
 def transcripts(n: int) -> list[dict[str, Any]]:
     return [
         Transcript(
-            room=ROOMS[i % len(ROOMS)],
+            room=room_of(i),
             participant="cand-3",
             speaker="candidate",
             name="Riley",
-            utterance_id=f"u{i}",
+            utterance_id=f"{SESSIONS[room_of(i)]}:cand-3:{i}",
             text=SENTENCE * 2,
             is_final=True,
             start=i * 3.0,
             end=i * 3.0 + 2.5,
             engine="whisper",
+            session_id=SESSIONS[room_of(i)],
+            language="en",
+            confidence=0.87,
         ).to_record()
         for i in range(n)
     ]
@@ -55,15 +83,50 @@ def transcripts(n: int) -> list[dict[str, Any]]:
 def windows(n: int) -> list[dict[str, Any]]:
     out = []
     for i in range(n):
+        room, sid = room_of(i), SESSIONS[room_of(i)]
         segs = tuple(
             Segment(
-                "iv-7" if k % 2 else "cand-3", "interviewer" if k % 2 else "candidate", "", SENTENCE, k, k + 2
+                "iv-7" if k % 2 else "cand-3",
+                "interviewer" if k % 2 else "candidate",
+                "",
+                SENTENCE,
+                k,
+                k + 2,
+                utterance_id=f"{sid}:{'iv-7' if k % 2 else 'cand-3'}:{i * 8 + k}",
+                context=k < 2,  # the previous window's tail
             )
             for k in range(8)
         )
-        out.append(
-            EvaluationWindow(room=ROOMS[i % len(ROOMS)], seq=i, reason="length", segments=segs).to_record()
-        )
+        window = EvaluationWindow(
+            room=room, seq=i, reason="length", segments=segs, session_id=sid,
+            participants=roster(room), started_at=STARTED_AT,
+        )  # fmt: skip
+        out.append(window.to_record())
+    return out
+
+
+def sessions(n: int) -> list[dict[str, Any]]:
+    return [
+        SessionEvent(
+            room_of(i),
+            SESSIONS[room_of(i)],
+            ("started", "ended")[i // len(ROOMS) % 2],
+            roster(room_of(i)),
+            STARTED_AT,
+        ).to_record()
+        for i in range(n)
+    ]
+
+
+def metrics(n: int) -> list[dict[str, Any]]:
+    out = []
+    tally = {room: SessionMetrics() for room in ROOMS}
+    for i in range(n):
+        room = room_of(i)
+        m = tally[room]
+        who = ("iv-7", "Morgan", "interviewer") if i % 2 else ("cand-3", "Riley", "candidate")
+        m.add(*who, SENTENCE, i * 3.0, i * 3.0 + 2.5)
+        out.append(m.record(room, SESSIONS[room], final=False, emitted_at=utc_now_iso()))
     return out
 
 
@@ -116,8 +179,16 @@ def main() -> None:
 
     with broker(args.servers) as servers:
         print(f"broker {servers}; {args.records} records per run; acks=all, idempotent; {crc_impl()}")
-        for kind, make in (("transcript", transcripts), ("window", windows)):
+        kinds = (
+            ("transcript", transcripts),
+            ("window", windows),
+            ("session", sessions),
+            ("metrics", metrics),
+        )
+        for kind, make in kinds:
             records = make(args.records)
+            for record in records[:100]:  # what a consumer would accept (quantcoach.wire)
+                validate(record)
             size = sum(len(dumps(r).encode()) for r in records[:100]) / 100
             print(f"\n{kind} records (~{size:.0f} B each)")
             for batch in batch_sizes:

@@ -24,9 +24,9 @@ source would, so up to one chunk (200 ms of media) of every latency is the chunk
     closed it, by reason:
       length          the emitted_at of the window's last segment's transcript (adding it made the
                       window span window_s);
-      speaker_change  the emitted_at of the transcript that closed it: the room's next final transcript
+      speaker_change  the emitted_at of the transcript that closed it: the session's next final transcript
                       after the window's last segment, in the windowing's media order (start, participant);
-      end             the end of the room's last track, ``t0 + track end / speed`` (the end window is
+      end             the end of the session's last track, ``t0 + track end / speed`` (the end window is
                       released once every track has ended and its last results are in);
       idle            never in a replay.
     It includes the time windowing holds a transcript back until every other participant's progress
@@ -53,7 +53,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.kafka_broker
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for harness.*
 
 import numpy as np
 from bytewax.run import cli_main
@@ -65,11 +65,11 @@ from connectors.kafka.sink import KafkaSink
 from connectors.recording import load_session
 from connectors.replay_source import ReplaySource
 from flows.interview import FlowSinks, build_flow
-from quantcoach.records import TRANSCRIPT_SCHEMA, WINDOW_SCHEMA
+from harness.kafka import TansuBroker
 from quantcoach.settings import Settings
+from quantcoach.wire import TRANSCRIPT_SCHEMA, WINDOW_SCHEMA
 from stt.engines import engine_for
 from stt.vad import StreamingVad, VadParams
-from tests.kafka_broker import TansuBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICS = ("bench.latency.transcripts", "bench.latency.windows")
@@ -157,12 +157,14 @@ def trigger_times(
     transcripts: list[dict[str, Any]], windows: list[dict[str, Any]], end_wall: float
 ) -> list[tuple[dict[str, Any], float | None]]:
     """Each window with the wall time of its trigger (module docstring, (b))."""
-    order = sorted(transcripts, key=lambda t: (t["room"], t["start"], t["participant"], t["utterance_id"]))
-    index = {(t["room"], t["participant"], t["start"], t["end"], t["text"]): i for i, t in enumerate(order)}
+    order = sorted(
+        transcripts, key=lambda t: (t["session_id"], t["start"], t["participant"], t["utterance_id"])
+    )
+    index = {t["utterance_id"]: i for i, t in enumerate(order)}
     out: list[tuple[dict[str, Any], float | None]] = []
     for w in windows:
         last = w["segments"][-1]
-        i = index.get((w["room"], last["participant"], last["start"], last["end"], last["text"]))
+        i = index.get(last["utterance_id"])  # the segment's own transcript
         trigger: float | None = None
         if w["reason"] == "end":
             trigger = end_wall
@@ -172,7 +174,7 @@ def trigger_times(
             i is not None
             and w["reason"] == "speaker_change"
             and i + 1 < len(order)
-            and order[i + 1]["room"] == w["room"]
+            and order[i + 1]["session_id"] == w["session_id"]
         ):
             trigger = parse_time(order[i + 1]["emitted_at"])
         out.append((w, trigger))

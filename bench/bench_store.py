@@ -1,13 +1,14 @@
 """The transcript store: records/s from Kafka into SQLite and PostgreSQL, and store-to-SSE-client delay.
 
-1. Throughput: transcripts (~0.3 KB) and windows (~1.5 KB, one per 10 transcripts) are produced to a
-   local tansu broker (started here, memory storage), then ``StoreJob`` (connectors/store_job.py: poll up
-   to 1000 records, upsert them in one transaction, commit the offsets) consumes them into the store;
+1. Throughput: v2 transcripts (~0.5 KB), windows (~3 KB, one per 10 transcripts) and metrics (one per
+   window, each replacing its session's last) of 32 sessions are produced to a local tansu broker
+   (started here, memory storage), then ``StoreJob`` (jobs/store.py: poll up to 1000 records, upsert
+   them in one transaction, commit the offsets) consumes them into the store;
    records/s is counted from the job's start to the last record stored, for SQLite (a tmp file, WAL) and
    PostgreSQL (a server started here on a free loopback port from Debian's ``postgresql`` binaries).
    ``Store.upsert`` alone (same batches, no Kafka) is printed beside it: the database's share.
 2. Delay: the API runs under gunicorn (``run_gunicorn``, gthread, default SSE timings: poll every
-   0.25 s); one SSE client follows a room while this process commits records into the store, one at a
+   0.25 s); one SSE client follows a session while this process commits records into the store, one at a
    time at random intervals, as the store job would from its own process; the delay of each record is
    its event's arrival at the client minus the return of the upsert that committed it (same clock).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import random
 import statistics
@@ -30,49 +32,107 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.*
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for harness.*
 
 from kafka import KafkaProducer
 
 from connectors.kafka.client import ensure_topics
 from connectors.store import Store
+from harness.gunicorn import GunicornServer, SSEClient
+from harness.kafka import TansuBroker
+from harness.postgres import postgres_server
 from jobs.store import StoreJob
-from quantcoach.records import EvaluationWindow, Segment, Transcript, dumps
-from tests.kafka_broker import TansuBroker
-from tests.postgres_server import postgres_server
-from tests.test_web_transcripts import GunicornServer, SSEClient
 from web.transcripts import SSE_DEFAULTS
 
 SENTENCE = "So for the second question, walk me through how you would price an American put on a tree. "
 
 
+def session_of(room: str) -> str:
+    return f"S_{room}"
+
+
 def transcript(room: str, i: int) -> dict[str, Any]:
-    return Transcript(
-        room,
-        "cand-3",
-        "candidate",
-        "Riley",
-        f"{room}:cand-3:{i}",
-        SENTENCE * 2,
-        True,
-        i * 3.0,
-        i * 3.0 + 2.5,
-        "w",
-    ).to_record()
+    sid = session_of(room)
+    return {
+        "schema": "quantcoach.transcript/2",
+        "room": room,
+        "session_id": sid,
+        "participant": "cand-3",
+        "speaker": "candidate",
+        "name": "Riley",
+        "utterance_id": f"{sid}:cand-3:{i}",
+        "text": SENTENCE * 2,
+        "is_final": True,
+        "start": i * 3.0,
+        "end": i * 3.0 + 2.5,
+        "language": "en",
+        "confidence": 0.93,
+        "engine": "w",
+        "emitted_at": "2026-01-02T03:04:05.000Z",
+    }
 
 
 def window(room: str, seq: int) -> dict[str, Any]:
-    segs = tuple(
-        Segment(
-            "iv-7" if k % 2 else "cand-3", "interviewer" if k % 2 else "candidate", "", SENTENCE, k, k + 2
-        )
+    sid = session_of(room)
+    segs = [
+        {
+            "utterance_id": f"{sid}:{'iv-7' if k % 2 else 'cand-3'}:{seq * 8 + k}",
+            "participant": "iv-7" if k % 2 else "cand-3",
+            "speaker": "interviewer" if k % 2 else "candidate",
+            "name": "",
+            "text": SENTENCE,
+            "start": float(k),
+            "end": k + 2.0,
+            "context": k < 2,
+        }
         for k in range(8)
-    )
-    return EvaluationWindow(room, seq, "length", segs).to_record()
+    ]
+    return {
+        "schema": "quantcoach.window/2",
+        "room": room,
+        "session_id": sid,
+        "window_id": f"{sid}:{seq}",
+        "seq": seq,
+        "start": 0.0,
+        "end": 9.0,
+        "reason": "length",
+        "participants": [
+            {"identity": "iv-7", "name": "", "role": "interviewer"},
+            {"identity": "cand-3", "name": "Riley", "role": "candidate"},
+        ],
+        "started_at": None,
+        "segments": segs,
+        "text": "\n".join(f"{s['speaker'].capitalize()}: {s['text']}" for s in segs),
+        "emitted_at": "2026-01-02T03:04:06.000Z",
+    }
 
 
-def produce(servers: str, topics: tuple[str, str], n: int) -> int:
-    """n transcripts and n/10 windows over 32 rooms; returns how many records were produced."""
+def metrics(room: str, seq: int) -> dict[str, Any]:
+    """The session's metrics as its window ``seq`` closed (each one newer: it replaces the last)."""
+    speaker = {"identity": "cand-3", "name": "Riley", "role": "candidate", "talk_s": seq * 2.5, "turns": seq}
+    speaker |= {"words": seq * 30, "wpm": 140.0, "longest_turn_s": 2.5, "questions": 0, "fillers": 1}
+    speaker |= {"response_latency_s": 0.8, "interruptions": 0}
+    return {
+        "schema": "quantcoach.metrics/1",
+        "room": room,
+        "session_id": session_of(room),
+        "final": False,
+        "media_s": seq * 30.0,
+        "speakers": [speaker],
+        "longest_silence_s": 1.2,
+        "overlaps": 0,
+        "speaker_changes": seq,
+        "emitted_at": "2026-01-02T03:04:07.000Z",
+    }
+
+
+def dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def produce(servers: str, topics: tuple[str, str, str], n: int) -> int:
+    """n transcripts, n/10 windows and as many metrics over 32 rooms (one session each); returns how
+    many records were produced."""
     producer = KafkaProducer(bootstrap_servers=[servers], acks="all", linger_ms=5, batch_size=256 * 1024)
     count = 0
     for i in range(n):
@@ -81,13 +141,14 @@ def produce(servers: str, topics: tuple[str, str], n: int) -> int:
         count += 1
         if i % 10 == 9:
             producer.send(topics[1], key=room.encode(), value=dumps(window(room, i // 10)).encode())
-            count += 1
+            producer.send(topics[2], key=room.encode(), value=dumps(metrics(room, i // 10)).encode())
+            count += 2
     producer.flush()
     producer.close()
     return count
 
 
-def bench_store_job(servers: str, topics: tuple[str, str], total: int, url: str) -> tuple[float, int]:
+def bench_store_job(servers: str, topics: tuple[str, str, str], total: int, url: str) -> tuple[float, int]:
     """Records/s of StoreJob from Kafka into the database at ``url``, and its batch count."""
     store = Store(url)
     job = StoreJob(
@@ -129,13 +190,13 @@ def bench_sse_delay(url: str, n: int, poll_s: float, workdir: Path) -> list[floa
     """Delay (s) from each record's commit to its event at a connected SSE client under gunicorn."""
     writer = Store(url)
     room = f"bench-sse-{uuid.uuid4().hex[:8]}"
-    writer.upsert([transcript(room, 0)])  # the room exists before the client connects (else 404)
+    writer.upsert([transcript(room, 0)])  # the session exists before the client connects (else 404)
     config = {**SSE_DEFAULTS, "SSE_POLL_S": poll_s, "SSE_MAX_S": 600.0}
     server = GunicornServer(url, workdir, threads=4, config=config)
     committed: dict[str, float] = {}
     arrived: dict[str, float] = {}
     try:
-        with SSEClient(f"{server.base}/rooms/{room}/events", read_timeout_s=30) as sse:
+        with SSEClient(f"{server.base}/sessions/{session_of(room)}/events", read_timeout_s=30) as sse:
             sse.events(1)  # the backlog: the stream is live from here
 
             def read() -> None:
@@ -180,14 +241,15 @@ def main() -> int:
             backends["postgresql"] = stack.enter_context(postgres_server())
 
         broker = stack.enter_context(TansuBroker())
-        topics = ("bench.transcripts", "bench.windows")
+        topics = ("bench.transcripts", "bench.windows", "bench.metrics")
         ensure_topics([broker.bootstrap], topics, partitions=1)
         t0 = time.perf_counter()
         total = produce(broker.bootstrap, topics, args.records)
         print(
             f"Kafka -> store (StoreJob, 1 partition per topic, tansu memory storage): {total} records "
             f"({args.records} transcripts ~{len(dumps(transcript('mock-0', 0)))} B, "
-            f"{total - args.records} windows ~{len(dumps(window('mock-0', 0)))} B), "
+            f"{(total - args.records) // 2} windows ~{len(dumps(window('mock-0', 0)))} B and as many "
+            f"metrics ~{len(dumps(metrics('mock-0', 1)))} B), "
             f"produced in {time.perf_counter() - t0:.1f} s"
         )
         for name, url in backends.items():

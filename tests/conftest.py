@@ -1,4 +1,5 @@
-"""Fixtures shared by the suite: real servers started by the tests themselves (Kafka, PostgreSQL).
+"""The suite's one conftest: the shared fixtures (tests/support/fixtures.py: Kafka, PostgreSQL) are
+registered here, once, and a skipped test fails the run in CI.
 
 In CI (``CI`` set) nothing may be skipped: a missing broker, database or tool is a failure there, so a
 green run always includes the integration tests. Locally a test may skip, with a reason that says how
@@ -7,17 +8,16 @@ to get what it needs.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-pytest_plugins = ["tests.kafka_broker", "tests.postgres_server"]
+# before anything imports them: their asserts report like a test's own
+pytest.register_assert_rewrite("harness", "tests.support")
+
+from tests.support.ci import in_ci  # noqa: E402
+
+pytest_plugins = ["tests.support.fixtures"]
 
 _skipped: list[str] = []
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -110,6 +110,37 @@ class StreamFactory:
         return FakeAudioStream(track)
 
 
+class FakeTextWriter:
+    """``rtc.TextStreamWriter``: ``write`` chunks, ``aclose`` finishes the stream."""
+
+    def __init__(self, owner: FakeLocalParticipant, opened: dict[str, Any]) -> None:
+        self.owner, self.opened, self.chunks = owner, opened, []
+
+    async def write(self, text: str) -> None:
+        self.chunks.append(text)
+
+    async def aclose(self) -> None:
+        self.owner.streams.append({**self.opened, "text": "".join(self.chunks)})
+
+
+class FakeLocalParticipant:
+    """``rtc.LocalParticipant.stream_text`` with the SDK's keyword-only signature; records each stream
+    once it is closed, in order."""
+
+    def __init__(self) -> None:
+        self.streams: list[dict[str, Any]] = []
+        self.fail = False
+
+    async def stream_text(self, *, destination_identities: list[str] | None = None, topic: str = "",
+                          attributes: dict[str, str] | None = None, stream_id: str | None = None,
+                          reply_to_id: str | None = None, total_size: int | None = None,
+                          sender_identity: str | None = None) -> FakeTextWriter:  # fmt: skip
+        if self.fail:
+            raise ConnectionError("data channel closed")
+        opened = {"topic": topic, "attributes": dict(attributes or {}), "sender_identity": sender_identity}
+        return FakeTextWriter(self, opened)
+
+
 class FakeRoom(rtc.EventEmitter):
     """An ``rtc.Room`` stand-in: same callbacks, same argument order, same connect semantics."""
 
@@ -120,9 +151,14 @@ class FakeRoom(rtc.EventEmitter):
         script: Callable[[FakeRoom], Awaitable[None]] | None = None,
         fail_connects: int = 0,
         hang_connect: bool = False,
+        sid: str | None = "",
     ) -> None:
         super().__init__()
         self.name = name
+        #: the server's room sid (the session id of every record): ``RM_<name>`` unless given; a room
+        #: created again under the same name gets another one. None: the server never tells it.
+        self._sid = None if sid is None else (sid or f"RM_{name}")
+        self.sid_requests = 0
         self.remote_participants: dict[str, FakeParticipant] = {}
         self._present = present or []
         self._script = script
@@ -133,10 +169,15 @@ class FakeRoom(rtc.EventEmitter):
         self.options: Any = None
         self.subscribed = asyncio.Event()
         self.disconnect_calls = 0
+        self.local_participant = FakeLocalParticipant()
 
     @property
     async def sid(self) -> str:
-        return f"RM_{self.name}"
+        # the SDK's ``Room.sid``: known once connected; raises when there is none to wait for
+        self.sid_requests += 1
+        if self._sid is None:
+            raise RuntimeError("cannot get sid of a disconnected room")
+        return self._sid
 
     async def connect(self, url: str, token: str, options: Any = None) -> None:
         self.tokens.append(token)
