@@ -20,6 +20,8 @@ source would, so up to one chunk (200 ms of media) of every latency is the chunk
     the last voiced 32 ms window plus 0.2 s of padding). It includes the VAD's 0.5 s of silence that
     ends an utterance, the Whisper decode, the flow and Kafka. When the session has a script.json
     (the sample does), how far the VAD's end lies from the script's true end of speech is printed too.
+(c) utterance end -> its final caption sent (lk.transcription, the publisher behind a timing transport).
+(d) speech start -> the utterance's first interim caption sent (Whisper interims every WHISPER_PARTIAL_S).
 (b) window trigger -> window on Kafka: receive time of the window record minus the wall time of what
     closed it, by reason:
       length          the emitted_at of the window's last segment's transcript (adding it made the
@@ -59,6 +61,8 @@ import numpy as np
 from bytewax.run import cli_main
 from kafka import KafkaConsumer, TopicPartition
 
+from connectors.caption_sink import CaptionSink
+from connectors.captions import CaptionPublisher
 from connectors.kafka.client import ensure_topics
 from connectors.kafka.reader import parse_record
 from connectors.kafka.sink import KafkaSink
@@ -133,6 +137,18 @@ class Consumer(threading.Thread):
             self.ready.set()
         finally:
             c.close()
+
+
+class TimedCaptions:
+    """A caption transport that notes when each caption would have left for the room."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, str, Any]] = []
+        self._lock = threading.Lock()
+
+    def send(self, room: str, session_id: str, caption: Any) -> None:
+        with self._lock:
+            self.sent.append((time.time(), room, caption))
 
 
 def parse_time(iso: str) -> float:
@@ -224,9 +240,11 @@ def main() -> int:
         engine.transcribe(np.zeros(16_000, np.float32))
 
         source = TimedReplaySource([session], settings.chunk_ms, args.speed)
+        captions = TimedCaptions()
         sinks = FlowSinks(
             transcripts=[KafkaSink(settings.kafka_servers, TOPICS[0])],
             windows=[KafkaSink(settings.kafka_servers, TOPICS[1])],
+            captions=[CaptionSink(lambda: CaptionPublisher(captions, settings.caption_interims_per_s))],
         )
         flow = build_flow(settings, source, sinks, lambda: engine)
         t0 = time.time()
@@ -290,11 +308,26 @@ def main() -> int:
         )
     vad = VadParams()
     print(
-        f"# of (a), {(vad.min_silence_s - vad.speech_pad_s) * 1000 / args.speed:.0f} ms is the VAD waiting "
-        f"for {vad.min_silence_s:g} s of silence past the last voice (the transcript's end already holds "
-        f"{vad.speech_pad_s:g} s of it) and 0-{settings.chunk_ms / args.speed:.0f} ms the chunk that "
-        "carries that silence; the rest is the Whisper decode, the flow and Kafka"
+        f"# of (a), {vad.min_silence_s * 1000 / args.speed:.0f} ms is the VAD waiting for "
+        f"{vad.min_silence_s:g} s of silence past the last voice (transcripts carry speech bounds) "
+        f"and 0-{settings.chunk_ms / args.speed:.0f} ms the chunk that carries that silence; the rest is the "
+        "Whisper decode (behind any interim decode already running), the flow and Kafka"
     )
+    # (c), (d): the live captions (lk.transcription), by the same per-track clock
+    starts = {r["utterance_id"]: r["start"] for _, r in transcripts}
+    final_caption, first_interim = [], []
+    seen: set[str] = set()
+    for at, _room, c in captions.sent:
+        segment, who = c.attributes["lk.segment_id"], c.sender_identity
+        if c.attributes["lk.transcription_final"] == "true":
+            final_caption.append(at - (origin[who] + c.media_s / args.speed))
+        elif segment not in seen and segment in starts:
+            seen.add(segment)
+            first_interim.append(at - (origin[who] + starts[segment] / args.speed))
+    print(summary("(c) utterance end -> its final caption sent", final_caption))
+    print(summary("(d) speech start -> first interim caption sent", first_interim))
+    print(f"# captions: {len(final_caption)} finals, {len(first_interim)} utterances with an interim "
+          f"(WHISPER_PARTIAL_S={settings.whisper_partial_s:g})")  # fmt: skip
     missing = len(windows) - len(all_windows)
     if missing:
         print(f"# {missing} window(s) without an identifiable trigger were left out")
