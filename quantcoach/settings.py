@@ -190,6 +190,12 @@ class Settings(BaseSettings):
     )
     cors_origins: str = _env("CORS_ORIGINS", "", "comma-separated allowed browser origins")
     max_body_bytes: int = _env("MAX_BODY_BYTES", 65536, "largest accepted request body (bytes)", ge=1024)
+    trusted_proxy_hops: int = _env(
+        "TRUSTED_PROXY_HOPS",
+        0,
+        "proxies in front of the API whose X-Forwarded-* it trusts (1 behind the edge)",
+        ge=0,
+    )
     web_threads: int = _env(
         "WEB_THREADS", 16, "gunicorn gthread threads per worker (SSE streams hold one)", ge=1
     )

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from connectors.kafka.client import configure as configure_kafka
 from connectors.kafka.room_events import KafkaRoomEventPublisher, RoomEventPublisher
@@ -53,6 +54,11 @@ def create_app(
     ``config`` overrides Flask config keys, e.g. the event stream's ``SSE_*`` timings."""
     # No static folder: the API serves no files, whatever the directory it is started from holds.
     app = Flask(__name__, static_folder=None)
+    if settings.trusted_proxy_hops:
+        # Behind the nginx edge, which replaces X-Forwarded-For with the address it sees: the client is
+        # the one it names. Without proxies (0) the headers are ignored, so a client cannot forge them.
+        hops = settings.trusted_proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config.update(transcripts.SSE_DEFAULTS)
     app.config.update(config or {})

@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from quantcoach.settings import Secret
+from quantcoach.settings import Secret, Settings
 from tests.support.twirp import API_SECRET, TEST_API_KEY, TwirpRoomServer
 from web.app import create_app
 from web.auth import PUBLIC_ENDPOINTS, ApiKeys
@@ -225,3 +225,21 @@ def test_secrets_never_in_responses_or_logs(
     for secret in (LK_SECRET, *API_KEYS):
         for text in texts:
             assert secret not in text
+
+
+def test_forwarded_for_is_trusted_only_from_the_configured_proxies() -> None:
+    from flask import request
+
+    from web.app import create_app
+
+    seen: list[str | None] = []
+    for hops in (0, 1):
+        app = create_app(Settings(api_keys="k-1", trusted_proxy_hops=hops, database_url="sqlite://"))
+        app.add_url_rule("/whoami", "whoami", lambda: (seen.append(request.remote_addr), "")[1])
+        client = app.test_client()
+        headers = {"Authorization": "Bearer k-1", "X-Forwarded-For": "203.0.113.9"}
+        client.get("/whoami", headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.2"})
+    assert seen == [
+        "10.0.0.2",
+        "203.0.113.9",
+    ]  # a bare API ignores the header; behind the edge it is the client
