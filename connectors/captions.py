@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ ATTR_SEGMENT_ID = "lk.segment_id"
 ATTR_TRACK_ID = "lk.transcribed_track_id"
 ATTR_FINAL = "lk.transcription_final"
 MAX_INTERIMS_PER_S = 4.0
+CLOSED_KEPT = 10_000  # finals remembered, so that a late interim cannot reopen their segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +58,15 @@ class CaptionPublisher:
     def __init__(self, transport: CaptionTransport, max_interims_per_s: float = MAX_INTERIMS_PER_S) -> None:
         self.transport = transport
         self.min_gap_s = 1.0 / max_interims_per_s if max_interims_per_s > 0 else float("inf")
-        self._last_interim: dict[tuple[str, str], float] = {}  # (room, identity) -> media time sent
-        self._closed: set[str] = set()  # utterance ids whose final went out
+        self._last_interim: dict[tuple[str, str, str], float] = {}  # (room, session, identity) -> media s
+        self._closed: OrderedDict[str, None] = OrderedDict()  # utterance ids whose final went out (recent)
         self.sent = 0
         self.skipped = 0
         self.failed = 0
 
     def publish(self, transcript: Any, track_sid: str = "") -> Caption | None:
         """Send the caption for ``transcript`` (a ``Transcript``) if the rate allows; returns it."""
-        who = (transcript.room, transcript.participant)
+        who = (transcript.room, transcript.session_id, transcript.participant)
         if transcript.utterance_id in self._closed:
             return None  # an interim after its final (reordered) must not reopen the segment
         if not transcript.is_final:
@@ -74,7 +76,9 @@ class CaptionPublisher:
                 return None
             self._last_interim[who] = transcript.end
         else:
-            self._closed.add(transcript.utterance_id)
+            self._closed[transcript.utterance_id] = None
+            while len(self._closed) > CLOSED_KEPT:  # a long live flow: keep only the recent ones
+                self._closed.popitem(last=False)
             self._last_interim.pop(who, None)
         caption = Caption(
             topic=TOPIC,

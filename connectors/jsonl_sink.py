@@ -17,6 +17,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from quantcoach.records import dumps
 
+#: Files one partition keeps open; more sessions reopen theirs (O_APPEND: safe to reopen at any time).
+MAX_OPEN_FILES = 64
+
 
 class JsonlSink(DynamicSink[dict[str, Any]]):
     """Writes wire records to ``path_for(room, session_id)``; the directory is created on first write."""
@@ -43,10 +46,14 @@ class _JsonlPartition(StatelessSinkPartition[dict[str, Any]]):
                 os.write(self._fd(path), "".join(lines).encode("utf-8"))
 
     def _fd(self, path: Path) -> int:
-        if path not in self._fds:
+        fd = self._fds.pop(path, None)
+        if fd is None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._fds[path] = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        return self._fds[path]
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            while len(self._fds) >= MAX_OPEN_FILES:  # many sessions: close the least recently written
+                os.close(self._fds.pop(next(iter(self._fds))))
+        self._fds[path] = fd  # most recently used last (dicts keep insertion order)
+        return fd
 
     def close(self) -> None:
         for fd in self._fds.values():

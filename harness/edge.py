@@ -24,7 +24,7 @@ from harness.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "deploy" / "nginx" / "quantcoach.conf.template"
-TEMPLATE_VARS = ("QUANTCOACH_API_UPSTREAM", "EDGE_PORT", "MAX_BODY_BYTES")
+TEMPLATE_VARS = ("QUANTCOACH_API_UPSTREAM", "EDGE_PORT", "MAX_BODY_BYTES", "EDGE_ACCESS_LOG")
 API_KEY = "edge-test-key-0123456789"
 
 
@@ -41,13 +41,14 @@ def need(binary: str, package: str) -> str:
     raise ToolMissing(f"{binary} is not installed (apt-get install {package})")
 
 
-def render(upstream: str, port: int, max_body: int) -> str:
+def render(upstream: str, port: int, max_body: int, access_log: str = "/dev/stdout") -> str:
     """The template as the nginx image renders it: envsubst, restricted to our names."""
     env = {
         **os.environ,
         "QUANTCOACH_API_UPSTREAM": upstream,
         "EDGE_PORT": str(port),
         "MAX_BODY_BYTES": str(max_body),
+        "EDGE_ACCESS_LOG": access_log,
     }
     names = " ".join(f"${{{n}}}" for n in TEMPLATE_VARS)
     proc = subprocess.run(
@@ -105,7 +106,7 @@ def nginx_edge(upstream: str, workdir: Path, max_body: int = 65536) -> Iterator[
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o777)  # nginx's workers drop root; they write request bodies under here
     port = free_port()
-    (workdir / "quantcoach.conf").write_text(render(upstream, port, max_body))
+    (workdir / "quantcoach.conf").write_text(render(upstream, port, max_body, str(workdir / "access.log")))
     conf = workdir / "nginx.conf"
     conf.write_text(
         f"daemon off;\nworker_processes 1;\npid {workdir}/nginx.pid;\nerror_log {workdir}/error.log info;\n"

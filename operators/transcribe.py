@@ -103,7 +103,7 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
                 self._push(value)
         elif isinstance(value, TrackEnd):
             self.ended = True
-            if not self.failed:
+            if not self.failed or value.reason == "room_finished":  # the room's end outranks a failure
                 self.end_reason = value.reason
             if self._last_mark is not None and math.isinf(self._last_mark[0]):
                 self._last_mark = None  # an ended track ending again (room finished): say why, once more

@@ -126,6 +126,7 @@ def replay_command(
     from flows.interview import build_flow
     from flows.sinks import replay_sinks, session_dir
     from stt.engines import engine_for
+    from stt.engines import release as release_engine
 
     settings = settings_from(
         window_s=window_s,
@@ -151,7 +152,7 @@ def replay_command(
         with view or contextlib.nullcontext():
             run_flow(flow, "replay", workers, snapshot_s, recovery)
     finally:
-        engine.close()
+        release_engine(engine)
     wall = time.perf_counter() - started
     total = sum(s.audio_seconds for s in loaded)
     for room, session_id in ids:

@@ -77,6 +77,8 @@ DatabaseUrl = Annotated[
 
 
 def _env(env: str, default: Any, doc: str, **constraints: Any) -> Any:
+    if isinstance(default, float):  # "inf" or "nan" would pass a bound check and break timers later
+        constraints.setdefault("allow_inf_nan", False)
     return Field(default, validation_alias=env, description=doc, **constraints)
 
 

@@ -64,3 +64,11 @@ def _build(settings: Settings, name: str, throughput: bool = False) -> SttEngine
 
         return NoopEngine()
     raise SttError(f"unknown STT engine {name!r} (choose one of {', '.join(ENGINES)})")
+
+
+def release(engine: SttEngine) -> None:
+    """Close ``engine`` and forget it, so that a later ``engine_for`` in this process builds a new one."""
+    with _lock:
+        for key in [k for k, e in _engines.items() if e is engine]:
+            del _engines[key]
+    engine.close()

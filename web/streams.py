@@ -110,6 +110,8 @@ class SessionPoller:
 
     def _run(self) -> None:
         while True:
+            # wait first: a new stream has just read its backlog itself
+            self._wake.wait(self.poll_s)
             with self._lock:
                 if not self._subs:
                     self._thread = None
@@ -118,7 +120,6 @@ class SessionPoller:
                 self.poll_once()
             except Exception:  # never let the worker's only poller die
                 log.exception("event stream poller failed; retrying")
-            self._wake.wait(self.poll_s)
 
 
 _pollers: dict[int, SessionPoller] = {}

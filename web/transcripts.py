@@ -169,6 +169,10 @@ def events_response(store: Store, session_id: str, after: int, max_s: float | No
     with ``Retry-After`` when this worker already holds its cap of streams."""
     cfg = current_app.config
     limit_s = float(cfg["SSE_MAX_S"]) if max_s is None else min(max_s, float(cfg["SSE_MAX_S"]))
+    if request.method == "HEAD":  # no body will be read: no stream, no slot (it would never be released)
+        head = Response(mimetype="text/event-stream")
+        head.headers["Cache-Control"] = "no-store"
+        return head
     slots: streams.StreamSlots = current_app.extensions["sse_slots"]
     if not slots.acquire():
         retry = {"Retry-After": str(int(cfg["SSE_RETRY_AFTER_S"]))}

@@ -62,6 +62,7 @@ def status_of(answer: bytes) -> int:
 def test_template_renders_only_our_names_and_nginx_accepts_it(edge: Nginx) -> None:
     text = render("10.0.0.5:8000", 8080, MAX_BODY)
     assert "server 10.0.0.5:8000;" in text and "listen 8080;" in text
+    assert "access_log /dev/stdout quantcoach_edge;" in text
     assert f"client_max_body_size {MAX_BODY};" in text
     assert "$remote_addr" in text and "$binary_remote_addr" in text  # nginx's own variables kept
     assert "${" not in text
@@ -192,3 +193,12 @@ def test_control_characters_cannot_forge_access_log_lines(api: Gunicorn, edge: N
     log = api.log()
     assert not any(line.startswith("forged-line") for line in log.splitlines())
     assert "\x1b" not in log and "\\nforged-line\\x1b" in log
+
+
+def test_query_strings_never_reach_the_edge_access_log(edge: Nginx) -> None:
+    requests.get(f"{edge.base}/sessions/S1/events?token=secret-token-value&after=3", timeout=5)
+    requests.get(f"{edge.base}/health?probe=1", timeout=5)
+    time.sleep(0.3)
+    log = edge.access_log()
+    assert "/sessions/S1/events" in log and "/health" in log
+    assert "secret-token-value" not in log and "probe=1" not in log

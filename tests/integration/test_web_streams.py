@@ -131,3 +131,12 @@ def test_a_client_that_never_reads_is_dropped_after_max_s_plus_the_send_timeout(
         s.close()
     finally:
         server.stop()
+
+
+def test_head_requests_take_no_stream_slot(capped: GunicornServer, writer: Store) -> None:
+    writer.upsert([transcript("head-room", 0, 0.0)])
+    url = f"{capped.base}/sessions/{sid('head-room')}/events"
+    for _ in range(5):  # more than the cap of 2: a slot taken by a HEAD would never come back
+        assert requests.head(url, headers=AUTH, timeout=5).status_code == 200
+    with SSEClient(url) as a, SSEClient(url) as b:
+        assert a.resp.status_code == 200 and b.resp.status_code == 200
