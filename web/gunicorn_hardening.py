@@ -27,6 +27,8 @@ _CODES = {
     500: "internal_error",
     501: "not_implemented",
 }
+
+
 def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
     body = json.dumps({"error": {"code": _CODES.get(status_int, "bad_request"), "message": reason}}) + "\n"
     head = (
