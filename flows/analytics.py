@@ -12,7 +12,6 @@ neither can kill the job. Aggregates are kept per session id, so a final metrics
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 from dataclasses import dataclass
@@ -24,9 +23,10 @@ from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 
 from connectors.kafka.client import confluent_config
+from connectors.kafka.reader import parse_record
 from quantcoach.records import dumps, utc_now_iso
 from quantcoach.settings import Settings
-from quantcoach.wire import METRICS_SCHEMA, ROOM_STATS_SCHEMA, RecordError, validate
+from quantcoach.wire import METRICS_SCHEMA, ROOM_STATS_SCHEMA, RecordError
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,9 @@ class BadMessage:
 
 def parse(msg: KafkaSourceMessage[bytes | None, bytes | None]) -> dict[str, Any] | BadMessage:
     try:
-        record = json.loads((msg.value or b"").decode("utf-8"))
-        validate(record, METRICS_SCHEMA)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecordError) as exc:
-        return BadMessage(msg.topic, msg.partition, msg.offset, f"{type(exc).__name__}: {exc}"[:200])
-    return record
+        return parse_record(msg.value, METRICS_SCHEMA)
+    except RecordError as exc:
+        return BadMessage(msg.topic, msg.partition, msg.offset, str(exc)[:200])
 
 
 def candidate_figures(record: dict[str, Any]) -> tuple[float | None, float | None]:

@@ -10,7 +10,6 @@ session) counts as bad: the store cannot tell which interview it belongs to.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -22,6 +21,7 @@ from kafka import TopicPartition
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from connectors.kafka import client
+from connectors.kafka.reader import decode
 from connectors.store import KINDS, Store
 from quantcoach.wire import RecordError, validate
 
@@ -33,14 +33,7 @@ RETRY_MAX_S = 30.0  # longest wait between tries while the database is down
 
 def parse_record(value: bytes | None) -> dict[str, Any]:
     """Decode and validate one message value as a v2 record; raises ``RecordError`` with the reason."""
-    if value is None:
-        raise RecordError("empty message (tombstone)")
-    try:
-        record = json.loads(value.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise RecordError("bad UTF-8") from None
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise RecordError(f"bad JSON: {getattr(exc, 'msg', 'too deeply nested')}") from None
+    record = decode(value)
     if isinstance(record, dict) and isinstance(record.get("schema"), str) and record["schema"] not in KINDS:
         raise RecordError(f"unknown schema {record['schema']!r} (the store takes v2 records)")
     validate(record)

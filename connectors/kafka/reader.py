@@ -40,17 +40,23 @@ class ConsumeStats:
         self.bad_reasons[reason.split(":", 1)[0]] += 1
 
 
-def parse_record(value: bytes | None) -> Record:
-    """Decode and validate one message value; raises ``RecordError`` with the reason."""
+def decode(value: bytes | None) -> Any:
+    """One message value as JSON (not yet validated); raises ``RecordError`` with the reason."""
     if value is None:
         raise RecordError("empty message (tombstone)")
     try:
-        record = json.loads(value.decode("utf-8"))
+        return json.loads(value.decode("utf-8"))
     except UnicodeDecodeError:
         raise RecordError("bad UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"bad JSON: {exc.msg}") from None
-    validate(record)  # any known record: transcript, window (v1 or v2), session, metrics
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise RecordError(f"bad JSON: {getattr(exc, 'msg', 'too deeply nested')}") from None
+
+
+def parse_record(value: bytes | None, schema: str | None = None) -> Record:
+    """Decode and validate one message value (as ``schema`` when given, else any known record:
+    transcript, window (v1 or v2), session, metrics); raises ``RecordError`` with the reason."""
+    record = decode(value)
+    validate(record, schema)
     return record
 
 

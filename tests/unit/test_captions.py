@@ -7,7 +7,6 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,6 +20,7 @@ from connectors.captions import (
     RoomTextStreams,
 )
 from quantcoach.records import Transcript
+from tests.support.livekit_fakes import FakeLocalParticipant
 
 
 def transcript(text: str, end: float, final: bool, n: int = 0, who: str = "cand-1") -> Transcript:
@@ -29,38 +29,12 @@ def transcript(text: str, end: float, final: bool, n: int = 0, who: str = "cand-
                       engine="whisper", session_id="S1")  # fmt: skip
 
 
-class FakeWriter:
-    def __init__(self, room: FakeLocalParticipant, kwargs: dict[str, Any]) -> None:
-        self.room, self.kwargs, self.chunks, self.closed = room, kwargs, [], False
-
-    async def write(self, text: str) -> None:
-        self.chunks.append(text)
-
-    async def aclose(self) -> None:
-        self.closed = True
-        self.room.streams.append({**self.kwargs, "text": "".join(self.chunks)})
-
-
-class FakeLocalParticipant:
-    """``rtc.LocalParticipant.stream_text``'s keyword-only signature, recording each finished stream."""
-
-    def __init__(self, fail: bool = False) -> None:
-        self.streams: list[dict[str, Any]] = []
-        self.fail = fail
-
-    async def stream_text(self, *, destination_identities: list[str] | None = None, topic: str = "",
-                          attributes: dict[str, str] | None = None, stream_id: str | None = None,
-                          reply_to_id: str | None = None, total_size: int | None = None,
-                          sender_identity: str | None = None) -> FakeWriter:  # fmt: skip
-        if self.fail:
-            raise ConnectionError("data channel closed")
-        opened = {"topic": topic, "attributes": attributes, "sender_identity": sender_identity}
-        return FakeWriter(self, opened)
-
-
 class FakeRoom:
+    """Just the room's local participant, whose ``stream_text`` records each finished stream."""
+
     def __init__(self, fail: bool = False) -> None:
-        self.local_participant = FakeLocalParticipant(fail)
+        self.local_participant = FakeLocalParticipant()
+        self.local_participant.fail = fail
 
 
 @pytest.fixture

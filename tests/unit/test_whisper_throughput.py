@@ -272,7 +272,9 @@ def test_the_quant_vocabulary_does_not_hurt_the_sample(engines: Any) -> None:
     without = [errors(r, finals(plain, track(r))) for r in ROLES]
     wer_with = sum(e for e, _ in with_vocab) / sum(n for _, n in with_vocab)
     wer_without = sum(e for e, _ in without) / sum(n for _, n in without)
-    assert wer_with <= wer_without + 0.03, (wer_with, wer_without)
+    # measured +0.012 here (~1 word of 90); 0.06 (~5 words) leaves room for the int8 kernels of other
+    # CPUs, which move a word or two at utterance edges, while a vocabulary that hurt would exceed it
+    assert wer_with <= wer_without + 0.06, (wer_with, wer_without)
 
 
 def test_terms_from_a_comma_separated_setting() -> None:
