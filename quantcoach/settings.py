@@ -154,6 +154,13 @@ class Settings(BaseSettings):
         "live: interim text every this many s of speech; 0 = finals only",
         ge=0,
     )
+    whisper_min_context_s: float = _env(
+        "WHISPER_MIN_CONTEXT_S",
+        10.0,
+        "least audio (s) Whisper's encoder sees; 30 = always the full window",
+        gt=0,
+        le=30,
+    )
     stt_max_utterance_s: float = _env(
         "STT_MAX_UTTERANCE_S",
         20.0,
@@ -177,7 +184,7 @@ class Settings(BaseSettings):
     elevenlabs_language: str = _env("ELEVENLABS_LANGUAGE", "en", "language code; empty = detect")
 
     # --- Flow ----------------------------------------------------------------------------------------
-    chunk_ms: int = _env("CHUNK_MS", 200, "audio chunk size handed to the flow (ms)", ge=20, le=2000)
+    chunk_ms: int = _env("CHUNK_MS", 100, "audio chunk size handed to the flow (ms)", ge=20, le=2000)
     window_s: float = _env("WINDOW_S", 20.0, "evaluation window length (media s)", gt=0)
     overlap_s: float = _env(
         "OVERLAP_S", 10.0, "context carried into the next window (media s)", ge=0, allow_inf_nan=False

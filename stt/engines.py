@@ -50,6 +50,7 @@ def _build(settings: Settings, name: str, throughput: bool = False) -> SttEngine
             mode=settings.whisper_replay_mode if throughput else "utterance",
             hotwords=hotwords(vocabulary(settings)),
             interim_s=None if throughput else (settings.whisper_partial_s or None),
+            min_context_s=settings.whisper_min_context_s,
         )
     if name == "elevenlabs":
         from stt.elevenlabs.engine import ElevenLabsEngine

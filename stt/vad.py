@@ -118,6 +118,21 @@ class StreamingVad:
         speech_end = min(max(self._last_voiced_end, speech_start), end)
         return Utterance(start, end, self._kept.read(start, end).copy(), speech_start, speech_end)
 
+    def pending_cut(self) -> Utterance | None:
+        """The utterance that will be cut if the silence now running lasts ``min_silence_s``: known
+        exactly once that silence has passed ``speech_pad_s`` (the cut keeps that much after the last
+        voice), so a recogniser may start on it early. None while speech runs, or if it would be
+        dropped as too short."""
+        if self._speech_start is None or self._silence == 0:
+            return None
+        end = self._last_voiced_end + self._pad
+        if self.position < end or self._last_voiced_end - self._speech_start < self._min_speech:
+            return None
+        start = max(self._prev_end, self._speech_start - self._pad, self._kept.start)
+        speech_start = max(self._speech_start, start)
+        speech_end = max(self._last_voiced_end, speech_start)
+        return Utterance(start, end, self._kept.read(start, end).copy(), speech_start, speech_end)
+
     def finish(self) -> list[Utterance]:
         """End of stream: decide the remainder (zero-padded) and close an open utterance."""
         out: list[Utterance] = []

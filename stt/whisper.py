@@ -36,6 +36,8 @@ from stt.whisper_batch import ThroughputStream
 from stt.whisper_decode import WINDOW_S, Decoded, DecodeOptions, decode_utterance, decode_windows
 
 Mode = Literal["utterance", "throughput"]
+#: an utterance's first interim comes after this much speech (later ones every ``interim_s``)
+FIRST_INTERIM_S = 0.5
 MODES: tuple[Mode, ...] = ("utterance", "throughput")
 
 
@@ -58,6 +60,8 @@ class WhisperEngine:
         batch_windows: int = 4,
         max_hold_s: float = 300.0,
         max_hold_wall_s: float | None = 30.0,
+        min_context_s: float = 10.0,
+        early_finals: bool = True,
     ) -> None:
         self.vad_params = vad or VadParams()
         if mode not in MODES:
@@ -74,9 +78,19 @@ class WhisperEngine:
         model_dir = Path(model_dir)
         if not (model_dir / "model.bin").is_file():
             raise SttError(f"no Whisper model at {model_dir} (expected model.bin there)")
-        from faster_whisper import BatchedInferencePipeline, WhisperModel  # heavy, only when used
+        if not 0 < min_context_s <= WINDOW_S:
+            raise SttError(f"min_context_s must lie in (0, {WINDOW_S:g}] s")
+        from faster_whisper import BatchedInferencePipeline  # heavy, only when used
 
-        self.model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
+        from stt.whisper_model import ShortContextWhisper
+
+        self.model = ShortContextWhisper(
+            str(model_dir),
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=cpu_threads,
+            min_context_s=min_context_s,
+        )
         self._batched = BatchedInferencePipeline(self.model)
         self.mode: Mode = mode
         self.options = DecodeOptions(language or None, hotwords or None, initial_prompt or None)
@@ -86,6 +100,8 @@ class WhisperEngine:
         self.max_hold_s = max_hold_s
         self.max_hold_wall_s = max_hold_wall_s
         self.scheduler = DecodeScheduler("whisper")
+        self.early_finals = early_finals
+        self.early_stats = {"used": 0, "wasted": 0}  # early final decodes that became finals / did not
         self._ids = itertools.count()
 
     def stream(self, key: str) -> WhisperStream | ThroughputStream:
@@ -134,8 +150,12 @@ class WhisperStream:
         self._inflight: deque[tuple[Utterance, Future[Decoded]]] = deque()
         self._interim = round(engine.interim_s * STT_SAMPLE_RATE) if engine.interim_s else 0
         self._partial: tuple[Utterance, Future[Decoded]] | None = None
-        self._partial_at = 0  # stream position of the last partial request
+        self._first_interim = min(self._interim, round(FIRST_INTERIM_S * STT_SAMPLE_RATE))
+        # (speech start of the open utterance, stream position) of its last partial request
+        self._partial_at: tuple[int, int] | None = None
         self._last_partial = ""
+        # the final decode started early, on the audio the VAD will cut if the silence now running lasts
+        self._early: tuple[Utterance, Future[Decoded]] | None = None
         self._ended = False
 
     def push_audio(self, pcm: np.ndarray) -> None:
@@ -143,7 +163,8 @@ class WhisperStream:
             raise SttError(f"{self.key}: audio pushed after end_input")
         for utt in self._vad.push(to_float32(pcm)):
             self._submit(utt)
-        if self._interim:
+        self._maybe_early()
+        if self._interim and self._early is None:
             self._maybe_partial()
 
     def end_input(self) -> None:
@@ -151,6 +172,7 @@ class WhisperStream:
             self._ended = True
             for utt in self._vad.finish():
                 self._submit(utt)
+            self._drop_early()
             self._drop_partial()
 
     def poll(self) -> list[SttEvent]:
@@ -164,11 +186,17 @@ class WhisperStream:
         if self._partial and not self._inflight and self._partial[1].done():
             utt, fut = self._partial
             self._partial = None
-            d = self._result(fut)
-            if d.text and d.text != self._last_partial:
-                self._last_partial = d.text
-                out.append(_event("partial", utt, d))
+            out += self._partial_event(utt, self._result(fut))
+        if self._interim and self._early and not self._inflight and self._early[1].done():
+            # the early final's text is the open utterance's best text so far: shown as an interim now
+            out += self._partial_event(self._early[0], self._result(self._early[1]))
         return out
+
+    def _partial_event(self, utt: Utterance, d: Decoded) -> list[SttEvent]:
+        if not d.text or d.text == self._last_partial:
+            return []
+        self._last_partial = d.text
+        return [_event("partial", utt, d)]
 
     def settled(self) -> float:
         if self._inflight:
@@ -185,20 +213,61 @@ class WhisperStream:
         for _, fut in self._inflight:
             fut.cancel()
         self._inflight.clear()
+        self._drop_early()
         self._drop_partial()
         self._ended = True
 
     def _submit(self, utt: Utterance) -> None:
         self._drop_partial()  # the open utterance closed: its final supersedes any interim
         self._last_partial = ""
+        early, self._early = self._early, None
+        if early is not None and (early[0].start, early[0].end) == (utt.start, utt.end):
+            self.engine.early_stats["used"] += 1  # the same audio: greedy decoding gives the same text
+            self._inflight.append((utt, early[1]))
+            return
+        if early is not None:
+            self._discard_early(early)
         self._inflight.append((utt, self.engine.submit(utt.audio)))
 
-    def _maybe_partial(self) -> None:
-        if self._vad.position - self._partial_at < self._interim:
+    def _maybe_early(self) -> None:
+        """Start the final's decode once its audio is fixed (``StreamingVad.pending_cut``), so that it
+        is ready when the silence closes the utterance; drop it if speech resumes first."""
+        cut = self._vad.pending_cut()
+        if self._early is not None:
+            if cut is not None and (cut.start, cut.end) == (self._early[0].start, self._early[0].end):
+                return
+            early, self._early = self._early, None
+            self._discard_early(early)
+        if cut is not None and self.engine.early_finals:
+            self._drop_partial()
+            self._early = (cut, self.engine.submit(cut.audio))
+
+    def _discard_early(self, early: tuple[Utterance, Future[Decoded]]) -> None:
+        """Speech resumed: the early decode is no final. Unstarted, it is cancelled; started, it
+        serves as the open utterance's interim text, if none is waiting."""
+        self.engine.early_stats["wasted"] += 1
+        if early[1].cancel():
             return
+        if self._interim and self._partial is None:
+            self._partial = early
+        elif self._partial is not early:
+            early[1].cancel()
+
+    def _drop_early(self) -> None:
+        if self._early is not None:
+            self._early[1].cancel()
+            self._early = None
+
+    def _maybe_partial(self) -> None:
         utt = self._vad.open_utterance()
-        if utt is not None:
-            self._partial_at = self._vad.position
+        if utt is None:
+            return
+        if self._partial_at is None or self._partial_at[0] != utt.speech_start:
+            due = utt.speech_start + self._first_interim  # this utterance's first interim comes sooner
+        else:
+            due = self._partial_at[1] + self._interim
+        if self._vad.position >= due:
+            self._partial_at = (utt.speech_start, self._vad.position)
             self._partial = (utt, self.engine.submit_partial(self._partial_key, utt.audio))
 
     def _drop_partial(self) -> None:

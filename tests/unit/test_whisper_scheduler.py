@@ -113,9 +113,11 @@ def test_close_cancels_what_is_queued(scheduler: DecodeScheduler) -> None:
 class FakeEngine:
     """What WhisperStream needs of an engine, decoding to the audio's length instead of words."""
 
-    def __init__(self, interim_s: float) -> None:
+    def __init__(self, interim_s: float, early_finals: bool = False) -> None:
         self.vad_params = VadParams()
         self.interim_s = interim_s
+        self.early_finals = early_finals
+        self.early_stats = {"used": 0, "wasted": 0}
         self.scheduler = DecodeScheduler("fake-decode")
 
     def submit(self, audio: np.ndarray) -> Future[Decoded]:
@@ -128,10 +130,11 @@ class FakeEngine:
         self.scheduler.submit_partial("~idle", lambda: None).result(10)  # runs after all queued work
 
 
-def test_partials_come_before_their_final_and_never_after_it() -> None:
+@pytest.mark.parametrize("early_finals", [False, True])
+def test_partials_come_before_their_final_and_never_after_it(early_finals: bool) -> None:
     x, sr = sf.read(SAMPLE / "interviewer.wav", dtype="float32", always_2d=True)
     pcm = to_int16(soxr.resample(x.mean(axis=1), sr, RATE))
-    engine = FakeEngine(interim_s=0.5)
+    engine = FakeEngine(interim_s=0.5, early_finals=early_finals)
     stream = WhisperStream(engine, "room/iv")  # type: ignore[arg-type]
     events = []
     for i in range(0, len(pcm), RATE // 5):
