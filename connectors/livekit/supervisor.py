@@ -9,10 +9,12 @@ import contextlib
 import logging
 import re
 import secrets
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 from livekit import api, rtc
@@ -32,6 +34,8 @@ CONNECT_TIMEOUT_S = 20.0
 MAX_JOIN_ATTEMPTS = 6  # per (re)join; a room that still exists is picked up again by the next poll
 #: Between (re)join attempts of a room: ~0.5, 1, 2, 4, 8 s ... capped at 30 s, each ±25 %.
 JOIN_BACKOFF = Backoff(initial_s=0.5, max_s=30.0, multiplier=2.0, jitter=0.25)
+#: A room creation time older than this (or in the future) is not trusted as media time zero.
+MAX_ROOM_AGE_S = 24 * 3600.0
 
 
 def worker_for_room(room: str, worker_count: int) -> int:
@@ -215,7 +219,8 @@ class RoomSupervisor:
                     continue
                 attempt = 0
                 if s.t0 is None:
-                    s.t0 = self._clock()  # media time zero: this agent's first join of the session
+                    s.t0, created = _media_zero(room, self._clock())
+                    s.started_at = s.started_at or created
                 s.handler = handler
                 if s.leaving:  # asked to leave while connecting (wait_for can swallow that cancel)
                     await handler.leave(s.leave_reason)
@@ -292,6 +297,20 @@ class RoomSupervisor:
         finally:
             with contextlib.suppress(Exception):
                 await lkapi.aclose()
+
+
+def _media_zero(room: Any, now: float, wall: Callable[[], float] = time.time) -> tuple[float, str | None]:
+    """Media time zero of a session, on the supervisor's clock, and its start (ISO 8601): the room's
+    creation on the server, so that an agent that joins late, or a flow restarted mid-session, keeps
+    the media time of the records already written; the agent's first join where the server gives none."""
+    created = getattr(room, "creation_time", None)  # rtc.Room: a UTC datetime (epoch 0 when unknown)
+    try:
+        age = wall() - created.timestamp()
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return now, None
+    if not 0 <= age <= MAX_ROOM_AGE_S:
+        return now, None
+    return now - age, created.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def _room_sid(room: Any) -> str:
