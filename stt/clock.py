@@ -1,7 +1,7 @@
 """The time source of network engines, injectable so that tests drive keep-alive and idle timing.
 
 ``SYSTEM_CLOCK`` is ``time.monotonic`` and asyncio's own sleep and timeout. A test clock implements the
-same three calls on a time that only moves when the test says so (``tests/elevenlabs_server.py``).
+same three calls on a time that only moves when the test says so (``tests/support/elevenlabs_server.py``).
 """
 
 from __future__ import annotations

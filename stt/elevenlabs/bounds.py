@@ -10,9 +10,10 @@ the sender holds audio there until the bound has been pushed (live, partials for
 ``cut_lookback_s`` later, once per long utterance), unless the input ended or the pushes stopped.
 
 A manual commit is answered like a VAD commit: a ``committed_transcript`` (and its twin) that goes
-through the same pairing and the same ledger. What the ledger cannot tell is which answer is ours; word
-times say it (``ManualCommits``). After a reconnect, the audio its answer did not cover is re-sent and
-the new session cuts it again, so every final still comes out once.
+through the same pairing and the same ledger, or by ``commit_throttled`` when the server ignored it.
+What the ledger cannot tell is which answer is ours; word times say it (``ManualCommits``). After a
+reconnect, the audio its answer did not cover is re-sent and the new session cuts it again, so every
+final still comes out once.
 """
 
 from __future__ import annotations
@@ -94,23 +95,36 @@ class ManualCommits:
     def __init__(self, origin: int, slack: int) -> None:
         self.open_from = origin  # the server's open utterance starts no earlier than this
         self._slack = slack
-        self._pending: deque[int] = deque()
+        self._pending: deque[tuple[int, int]] = deque()  # (commit position, open_from before it)
 
     def sent(self, pos: int) -> None:
+        self._pending.append((pos, self.open_from))
         self.open_from = pos
-        self._pending.append(pos)
 
     def bound(self, span: tuple[int, int] | None, sent_at: int) -> int:
         """The furthest an answer with word ``span`` can cover (what was sent, and the oldest of our
         commits not yet answered: ``sent_at`` bounds placing a final that has no word times)."""
         if span is not None:
             self._settle(span[1])
-        return min(sent_at, self._pending[0]) if self._pending else sent_at
+        return min(sent_at, self._pending[0][0]) if self._pending else sent_at
 
     def answered(self, floor: int) -> None:
         """After an answer: the ledger's floor (the audio before it needs nothing more from the server)."""
         self._settle(floor)
 
+    def ignored(self) -> None:
+        """The server ignored a commit (``commit_throttled``): the oldest unanswered one, as the server
+        answers commits in order. Its utterance stays open, and ends at a later commit."""
+        if self._pending:
+            pos, before = self._pending.popleft()
+            if self.open_from == pos:
+                self.open_from = before
+
+    @property
+    def pending(self) -> int:
+        """Manual commits sent that no answer has shown the server past yet."""
+        return len(self._pending)
+
     def _settle(self, reached: int) -> None:
-        while self._pending and reached > self._pending[0] - self._slack:
+        while self._pending and reached > self._pending[0][0] - self._slack:
             self._pending.popleft()

@@ -49,6 +49,10 @@ class SendPlan:
     uncommitted_speech: bool  # speech was sent that no commit covers yet
     idle: bool  # no speech pending and a long quiet stretch: the session may close
     commit_due: bool = False  # the open utterance is cut here: a manual commit, before more audio
+    # samples sent that the server surely holds uncommitted: since the later of our last manual commit
+    # and a frame into the last speech after a pause its VAD may have committed at (it commits only in
+    # pauses, and our map is in 100 ms frames)
+    open_audio: int = 0
 
 
 class AudioLedger:
@@ -214,6 +218,11 @@ class AudioLedger:
                 pcm = self._pcm.read(pos, pos + n)
                 speech = self._loudness.any_loud(pos - FRAME + 1, pos + n)
             pending = first_speech is not None
+            open_audio = 0
+            if first_speech is not None:
+                pause = round(0.8 * (o.vad_silence_threshold_secs or 1.5) * SR)
+                start = self._loudness.last_run_start(first_speech, self.send_pos, pause)
+                open_audio = self.send_pos - max(open_from, (start or first_speech) + FRAME)
             return SendPlan(
                 pos=pos,
                 pcm=pcm,
@@ -225,6 +234,7 @@ class AudioLedger:
                 idle=not pending
                 and (self.pushed - self.covered >= o.idle_close_s * SR or since_push >= o.idle_close_s),
                 commit_due=due,
+                open_audio=max(0, open_audio),
             )
 
     def sent(self, upto: int) -> None:

@@ -83,6 +83,15 @@ class LoudnessMap:
         last = int(loud[gaps[0]]) if len(gaps) else int(loud[-1])
         return int(loud[0]), min(last + FRAME, b)
 
+    def last_run_start(self, a: int, b: int, pause: int) -> int | None:
+        """Start sample of the last run of loud frames in [a, b) that a quiet stretch of ``pause``
+        samples precedes (the first loud frame when none does), None when nothing there is loud."""
+        loud = self.loud_frames(a, b)
+        if not len(loud):
+            return None
+        gaps = np.flatnonzero(np.diff(loud) - FRAME >= pause)
+        return int(loud[gaps[-1] + 1]) if len(gaps) else int(loud[0])
+
     def quietest(self, a: int, b: int) -> int | None:
         """Start sample of the quietest whole frame within [a, b), if any; of equally quiet ones, the
         middle of the last run of them (the middle of the latest pause, where the pause is silence)."""

@@ -1,4 +1,8 @@
-"""The ElevenLabs engine's tunables, and the session URL they make with the settings."""
+"""The ElevenLabs engine's tunables, and the session URL they make with the settings.
+
+Parameters are checked against the documented ranges when the options are made [API][SDK], so a
+session is never refused for them (``invalid_request`` would end the stream).
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,16 @@ from stt.retry import Backoff
 class ElevenLabsOptions:
     """Tunables; the defaults are for production, tests shrink the timings."""
 
-    chunk_ms: int = 200  # audio per input_audio_chunk
+    chunk_ms: int = 200  # audio per input_audio_chunk (the docs advise 0.1-1 s)
     commit_strategy: Literal["vad", "manual"] = "vad"
-    vad_silence_threshold_secs: float | None = 1.0  # None: server default (1.5 s)
+    vad_silence_threshold_secs: float | None = 1.0  # 0.3-3.0; None: server default (1.5 s)
+    vad_threshold: float | None = None  # 0.1-0.9; None: server default (0.4)
+    min_speech_duration_ms: int | None = None  # 50-2000; None: server default (100)
+    min_silence_duration_ms: int | None = None  # 50-2000; None: server default (100)
     include_timestamps: bool = True
+    # None: ask for language detection exactly when no language_code is set (so finals say the language)
+    include_language_detection: bool | None = None
+    min_commit_gap_s: float = 1.0  # manual commits are never sent closer together (commit_throttled)
     connect_timeout_s: float = 10.0  # TCP + handshake + session_started
     twin_wait_s: float = 1.0  # how long a plain commit waits for its timestamped twin
     flush_timeout_s: float = 10.0  # end_input: commit sent, no answer -> the session failed
@@ -43,6 +53,13 @@ class ElevenLabsOptions:
     keyterms: tuple[str, ...] = DEFAULT_KEYTERMS  # sent as repeated `keyterms`; () sends none
 
     def __post_init__(self) -> None:
+        _in_range("chunk_ms", self.chunk_ms, 100, 1000)
+        _in_range("vad_silence_threshold_secs", self.vad_silence_threshold_secs, 0.3, 3.0)
+        _in_range("vad_threshold", self.vad_threshold, 0.1, 0.9)
+        _in_range("min_speech_duration_ms", self.min_speech_duration_ms, 50, 2000)
+        _in_range("min_silence_duration_ms", self.min_silence_duration_ms, 50, 2000)
+        if not self.min_commit_gap_s >= 0:
+            raise ValueError("min_commit_gap_s must not be negative")
         if self.max_utterance_s is not None and not self.max_utterance_s >= 2.0:
             raise ValueError("max_utterance_s must be at least 2 s (or None)")
         if not self.cut_lookback_s >= 0:
@@ -64,6 +81,11 @@ class ElevenLabsOptions:
         )
 
 
+def _in_range(name: str, value: float | None, lo: float, hi: float) -> None:
+    if value is not None and not lo <= value <= hi:
+        raise ValueError(f"{name} must be between {lo:g} and {hi:g} (ElevenLabs realtime), not {value!r}")
+
+
 def session_url(settings: Settings, o: ElevenLabsOptions) -> str:
     """The realtime endpoint with our query parameters (never the key: that goes in a header).
 
@@ -76,10 +98,23 @@ def session_url(settings: Settings, o: ElevenLabsOptions) -> str:
         "commit_strategy": o.commit_strategy,
         "include_timestamps": "true" if o.include_timestamps else "false",
     }
-    if o.vad_silence_threshold_secs is not None:
-        params["vad_silence_threshold_secs"] = f"{o.vad_silence_threshold_secs:g}"
+    for name, value in (
+        ("vad_silence_threshold_secs", o.vad_silence_threshold_secs),
+        ("vad_threshold", o.vad_threshold),
+        ("min_speech_duration_ms", o.min_speech_duration_ms),
+        ("min_silence_duration_ms", o.min_silence_duration_ms),
+    ):
+        if value is not None:
+            params[name] = f"{value:g}"
     if settings.elevenlabs_language:
         params["language_code"] = settings.elevenlabs_language
+    detect = (
+        not settings.elevenlabs_language
+        if o.include_language_detection is None
+        else o.include_language_detection
+    )
+    if detect:
+        params["include_language_detection"] = "true"
     parts = urlsplit(settings.elevenlabs_base_url)
     query = [(k, v) for k, v in parse_qsl(parts.query) if k not in params and k != "keyterms"]
     query += [*params.items(), *(("keyterms", term) for term in keyterms)]

@@ -3,10 +3,13 @@
 A sender and a receiver run side by side on the loop thread. The sender sends what the ledger holds
 (from the floor, in ``chunk_ms`` chunks), keeps a quiet socket alive, commits at end of input, when
 a track goes quiet mid-utterance and where an over-long utterance is cut (``bounds``), and ends a
-session that has nothing open for a long while. The
-receiver turns messages into partials and (paired) commits, and watches the deadlines: no
-``session_started``, a twin overdue, speech sent and nothing heard back, an unanswered final commit.
-All timing is on the injected clock. The API key is only ever in the handshake header.
+session that has nothing open for a long while. Its commits keep the service's rules: never two
+within ``min_commit_gap_s``, none without the 0.3 s of uncommitted audio the server needs (at the end
+of input, silence after the last sample makes it up); one the server ignores (``commit_throttled``)
+leaves its utterance open, and an ignored end commit is sent again. The receiver validates every
+message (``messages.parse``) and turns it into partials and (paired) commits, and watches the
+deadlines: no ``session_started``, a twin overdue, speech sent and nothing heard back, an unanswered
+final commit. All timing is on the injected clock. The API key is only ever in the handshake header.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+import math
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -53,6 +56,10 @@ class Session:
         self._slack = round(0.8 * (o.vad_silence_threshold_secs or 1.5) * SR)
         self.commits = ManualCommits(self.origin, self._slack)
         self.language: str | None = None  # the session's language, as session_started reports it
+        self.last_commit = -math.inf  # when this session last sent a manual commit
+        self.end_commits = 0  # end-of-input commits sent (one more after each that was ignored)
+        # a commit needs this much uncommitted audio on the server, or it is ignored (commit_throttled)
+        self._min_commit = round((m.MIN_COMMIT_AUDIO_S + 0.05) * SR)
 
     async def run(self) -> Outcome:
         self._count("connects")
@@ -124,22 +131,29 @@ class Session:
                     await asyncio.sleep(0)  # a long backlog must not starve other streams on the loop
                     continue
                 if plan.commit_due:  # the open utterance reached max_utterance_s: cut it here
-                    await self._commit(ws, plan.pos, now)
-                    self._count("utterance_cuts")
+                    if await self._commit(ws, plan, now):
+                        self._count("utterance_cuts")
                     continue
                 if plan.end_requested:
                     if self.commit_sent_at is None:
-                        await self._commit(ws, plan.pos, now)
+                        if plan.uncommitted_speech:  # (else no commit: the server would ignore it)
+                            # too little for a commit: silence after the last sample makes it enough
+                            pad = max(0, self._min_commit - plan.open_audio)
+                            if not await self._commit(ws, plan, now, pad):
+                                continue
+                            self.end_commits += 1
                         self.commit_sent_at = now
                         finished = self._end_reached()  # nothing uncommitted: no answer needed
                         if finished is not None:
                             return finished
                         continue
                 elif plan.since_push >= o.idle_commit_s and plan.uncommitted_speech and not self.idle_commit:
-                    # the track went quiet mid-utterance (muted): VAD needs audio to commit, so ask
+                    # The track went quiet mid-utterance (muted): VAD needs audio to commit, so ask,
+                    # unless the server would ignore it (the utterance then waits for more audio).
+                    if plan.open_audio >= self._min_commit and not await self._commit(ws, plan, now):
+                        continue
                     self.idle_commit = True
-                    await self._commit(ws, plan.pos, now)
-                    self._count("idle_commits")
+                    self._count("idle_commits" if plan.open_audio >= self._min_commit else "idle_too_short")
                     continue
                 elif plan.idle and not self.twins.holding:
                     return Outcome("ended", "idle")
@@ -157,16 +171,26 @@ class Session:
         except ConnectionClosed:
             return None
 
-    async def _commit(self, ws: ClientConnection, pos: int, now: float) -> None:
-        """A manual commit of everything sent (``pos`` samples); its answer is taken like a VAD commit's."""
-        await ws.send(m.commit_message())
-        self.commits.sent(pos)
-        self.last_send = now
+    async def _commit(self, ws: ClientConnection, plan: SendPlan, now: float, padding: int = 0) -> bool:
+        """A manual commit of everything sent (``plan.pos`` samples; ``padding`` samples of silence
+        after them); its answer is taken like a VAD commit's. Never two within ``min_commit_gap_s``
+        ("several times in a short sequence" [API]): until then, a nap and False."""
+        due = self.last_commit + self._o.min_commit_gap_s
+        if now < due:
+            await self._nap(plan, now, until=due)
+            return False
+        for message in m.commit_messages(padding, self._o.chunk_samples):
+            await ws.send(message)
+        self.commits.sent(plan.pos)
+        self.last_send = self.last_commit = now
+        if padding:
+            self._count("commit_padding_samples", padding)
+        return True
 
-    async def _nap(self, plan: SendPlan, now: float) -> None:
-        """Until something is pushed or the next of the sender's timers is due."""
+    async def _nap(self, plan: SendPlan, now: float, until: float = math.inf) -> None:
+        """Until something is pushed or the next of the sender's timers (or ``until``) is due."""
         o = self._o
-        timeout = o.keepalive_s - (now - self.last_send)
+        timeout = min(o.keepalive_s - (now - self.last_send), until - now)
         limits = [o.partial_chunk_after_s] if plan.avail > 0 else []
         if not plan.end_requested:
             limits += [o.idle_commit_s, o.idle_close_s]
@@ -252,50 +276,83 @@ class Session:
             return None
 
     def _take(self, raw: str | bytes) -> Outcome | None:
-        key = self._link.key
+        key, secret = self._link.key, self._link.secret
         try:
             msg = m.parse(raw)
         except m.MalformedMessage as exc:
             self._count("invalid_messages" if exc.reason == "invalid" else "malformed")
             if exc.not_json:
-                log.warning(
-                    "elevenlabs %s: malformed message ignored: %.80r", key, scrub(str(raw), self._link.secret)
-                )
+                log.warning("elevenlabs %s: malformed message ignored: %.80r", key, scrub(str(raw), secret))
             else:
-                log.warning("elevenlabs %s: message ignored (%s)", key, scrub(str(exc), self._link.secret))
+                log.warning("elevenlabs %s: message ignored (%s)", key, scrub(str(exc), secret))
+            if exc.message_type == m.SESSION_STARTED and not self.started.is_set():
+                self.started.set()  # the session did start: what its config said is not needed
             return None
         mt = msg.type
         if mt == m.SESSION_STARTED:
-            self.started.set()
-            config = msg.raw.get("config")
-            self.language = m.language(config.get("language_code")) if isinstance(config, dict) else None
-            log.debug("elevenlabs %s: session %s started", key, str(msg.raw.get("session_id"))[:64])
+            self._on_started(msg)
         elif mt in m.PARTIAL_TYPES:
             self._on_partial(msg.text)
         elif mt == m.COMMITTED:
             # send_pos is only written on this (the loop) thread
             self._apply(self.twins.plain(msg.text, self._ledger.send_pos, self._clock.monotonic()))
         elif mt == m.COMMITTED_TIMED:
-            language = msg.raw.get("language_code")
-            self._apply(self.twins.timed(msg.text, msg.words, self._ledger.send_pos, language))
+            if msg.bad_words:
+                self._count("invalid_words", msg.bad_words)
+                log.warning("elevenlabs %s: %d word items ignored (not the schema)", key, msg.bad_words)
+            self._apply(self.twins.timed(msg.text, msg.words, self._ledger.send_pos, msg.language_code))
         elif mt in m.ERROR_TYPES:
-            return self._on_error(mt, msg.error_detail)
+            if msg.problem is not None:
+                self._count("invalid_messages")
+                log.warning("elevenlabs %s: %s not of the schema (%s)", key, mt, msg.problem)
+            return self._on_error(mt, msg.error)
+        elif mt == "warning":  # [OBS]: e.g. a zero-retention request not honoured
+            detail = next(
+                (v for v in map(msg.raw.get, ("warning", "message", "error")) if isinstance(v, str)), ""
+            )
+            log.warning("elevenlabs %s: server warning %.200r", key, scrub(detail, secret))
         elif mt in m.IGNORED_TYPES:
-            pass
+            log.debug("elevenlabs %s: %s ignored", key, mt)
         else:
             self._count("unknown_messages")
             log.warning("elevenlabs %s: unknown message type %.40r ignored", key, mt)
         return None
 
-    def _on_error(self, kind: str, detail: Any) -> Outcome:
+    def _on_started(self, msg: m.ServerMessage) -> None:
+        key, config = self._link.key, msg.config
+        if self.started.is_set():
+            self._count("repeated_session_started")
+            log.warning("elevenlabs %s: a second session_started ignored", key)
+            return
+        self.started.set()
+        log.debug("elevenlabs %s: session %s started", key, str(msg.session_id)[:64])
+        if config is None:
+            return
+        self.language = m.language(config.language_code)
+        if config.include_timestamps is not None:
+            self.twins.expect_twins = config.include_timestamps
+        if (config.sample_rate or SR) != SR or (config.audio_format or "pcm_16000") != "pcm_16000":
+            log.warning("elevenlabs %s: session audio is not pcm_16000 (%s)", key, config.audio_format)
+
+    def _on_error(self, kind: str, detail: str | None) -> Outcome | None:
         self._count(f"error_{kind}")
-        why = kind if not isinstance(detail, str) else f"{kind}: {scrub(detail, self._link.secret)[:200]}"
+        why = kind if detail is None else f"{kind}: {scrub(detail, self._link.secret)[:200]}"
         if kind in m.FATAL_ERRORS:
             return Outcome("fatal", why)
         if kind in m.SESSION_END_ERRORS:
             if kind == "insufficient_audio_activity" and not self.progressed:
                 self._ledger.heard_nothing()
             return Outcome("ended", why)
+        if kind in m.NOTICE_ERRORS:  # commit_throttled: that commit was ignored, the session goes on
+            log.warning("elevenlabs %s: %s", self._link.key, why)
+            self.commits.ignored()
+            if self.commit_sent_at is not None and not self.commits.pending:
+                if self.end_commits < 3:  # the end commit was ignored: the sender tries once more
+                    self.commit_sent_at = None
+                    self._wake.set()
+                else:
+                    self.end_empty_answer = True  # nothing the server would commit is left
+            return None
         return Outcome("retry", why)
 
     def _on_partial(self, text: str) -> None:

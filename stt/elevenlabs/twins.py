@@ -11,17 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from stt.elevenlabs.messages import COMMITTED, COMMITTED_TIMED
+from stt.elevenlabs.messages import COMMITTED, COMMITTED_TIMED, Word
 
 
 @dataclass(frozen=True, slots=True)
 class Commit:
     text: str
-    words: Any  # the server's timed words, None without them
+    words: tuple[Word, ...] | None  # the server's timed words (validated), None without them
     sent_at: int  # stream samples sent when the (first twin of the) commit arrived
-    language: Any = None  # the timed twin's language_code, as the server sent it
+    language: str | None = None  # the timed twin's language_code, as the server sent it
 
 
 @dataclass(slots=True)
@@ -39,7 +38,7 @@ def _norm(text: str) -> str:
 
 class TwinPairer:
     def __init__(self, *, expect_twins: bool, twin_wait_s: float, count: Callable[[str], None]) -> None:
-        self._expect_twins = expect_twins
+        self.expect_twins = expect_twins  # session_started's config may say otherwise
         self._wait_s = twin_wait_s
         self._count = count
         self._held: _Held | None = None
@@ -63,14 +62,16 @@ class TwinPairer:
         if self._held is not None:
             self._count("twin_missing")
             out += self.release()
-        if self._expect_twins and self._misses < 2:
+        if self.expect_twins and self._misses < 2:
             self._held = _Held(text, sent, now + self._wait_s)
         else:  # no twins expected (any more): a late one is dropped once
             out.append(Commit(text, None, sent))
             self._drop_once = (COMMITTED_TIMED, _norm(text))
         return out
 
-    def timed(self, text: str, words: Any, sent: int, language: Any = None) -> list[Commit]:
+    def timed(
+        self, text: str, words: tuple[Word, ...] | None, sent: int, language: str | None = None
+    ) -> list[Commit]:
         if self._held is not None:
             held, self._held = self._held, None
             self._misses = 0

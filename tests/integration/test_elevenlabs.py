@@ -24,7 +24,7 @@ from stt.elevenlabs.bounds import ManualCommits
 from stt.elevenlabs.engine import ElevenLabsEngine
 from stt.elevenlabs.keyterms import DEFAULT_KEYTERMS, MAX_KEYTERM_CHARS, MAX_KEYTERMS, check_keyterms
 from stt.elevenlabs.loudness import LoudnessMap
-from stt.elevenlabs.messages import FATAL_ERRORS, RETRYABLE_ERRORS, SESSION_END_ERRORS
+from stt.elevenlabs.messages import FATAL_ERRORS, NOTICE_ERRORS, RETRYABLE_ERRORS, SESSION_END_ERRORS
 from stt.elevenlabs.options import ElevenLabsOptions
 from stt.elevenlabs.stream import ElevenLabsStream
 from stt.elevenlabs.twins import Commit, TwinPairer
@@ -57,6 +57,7 @@ FAST = ElevenLabsOptions(
     max_failures=4,
     backoff_initial_s=0.02,
     backoff_max_s=0.1,
+    min_commit_gap_s=0.05,
     use_system_proxy=False,
 )
 
@@ -311,7 +312,7 @@ def test_fatal_error_types_give_up_at_once(server: ScribeTestServer, error_type:
 
 
 def test_every_documented_error_type_is_handled() -> None:
-    assert set(ERROR_TYPES) <= FATAL_ERRORS | RETRYABLE_ERRORS | SESSION_END_ERRORS
+    assert set(ERROR_TYPES) <= FATAL_ERRORS | RETRYABLE_ERRORS | SESSION_END_ERRORS | NOTICE_ERRORS
 
 
 def test_stall_shorter_than_the_timeout_just_delays(server: ScribeTestServer) -> None:
@@ -354,8 +355,9 @@ def test_malformed_json_and_unknown_types_are_counted_not_fatal(
     assert run.error is None and run.stream.done
     # not JSON (3, one nested past any parser's recursion), no message_type (2), a list as message_type
     assert run.stream.stats["malformed"] == 6
-    assert run.stream.stats["invalid_messages"] == 4  # known types with a field of the wrong type
-    assert run.stream.stats["unknown_messages"] == 1
+    assert run.stream.stats["invalid_messages"] == 5  # known types with a field of the wrong type
+    assert run.stream.stats["repeated_session_started"] == 1  # a well-formed one, mid-session
+    assert run.stream.stats["unknown_messages"] == 1  # committed_transcript_entities is documented
     assert run.stream.stats["bad_messages"] == 0  # every shape was foreseen, none reached the guard
     assert len(server.records()) == 1
     assert "malformed message ignored" in caplog.text and "mystery_event" in caplog.text
