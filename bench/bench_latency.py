@@ -13,15 +13,18 @@ right after each partition is built: that track's ``t0`` is known to within that
 under 1 ms), and the figures use it. The same figures from the ``t0`` taken before ``cli_main`` are
 printed too; they are overstated by the partitions' start-up offset (also printed), never understated.
 A chunk is handed to the flow when it would have been complete in a live room (its end), as a live
-source would, so up to one chunk (200 ms of media) of every latency is the chunking itself.
+source would, so up to one chunk (``CHUNK_MS`` of media, 100 ms by default) of every latency is the
+chunking itself.
 
 (a) utterance end -> final transcript on Kafka: for each final transcript, its receive time minus
-    ``t0 + end / speed``, with ``end`` the transcript's media end time (where the VAD cut the utterance:
-    the last voiced 32 ms window plus 0.2 s of padding). It includes the VAD's 0.5 s of silence that
-    ends an utterance, the Whisper decode, the flow and Kafka. When the session has a script.json
-    (the sample does), how far the VAD's end lies from the script's true end of speech is printed too.
+    ``t0 + end / speed``, with ``end`` the transcript's media end time: the VAD's end of speech (the end
+    of the last voiced 32 ms window). It includes the VAD's 0.5 s of silence that ends an utterance, the
+    chunk that carries it, whatever of the Whisper decode is left (the decode starts 0.2 s into the
+    silence, ``stt.whisper``), the flow and Kafka. When the session has a script.json (the sample does),
+    how far the VAD's end lies from the script's true end of speech is printed too.
 (c) utterance end -> its final caption sent (lk.transcription, the publisher behind a timing transport).
-(d) speech start -> the utterance's first interim caption sent (Whisper interims every WHISPER_PARTIAL_S).
+(d) speech start -> the utterance's first interim caption sent (Whisper: after 0.5 s of speech, then
+    every WHISPER_PARTIAL_S).
 (b) window trigger -> window on Kafka: receive time of the window record minus the wall time of what
     closed it, by reason:
       length          the emitted_at of the window's last segment's transcript (adding it made the
@@ -219,6 +222,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--speed", type=float, default=1.0, help="factor of real time (1 = realtime)")
     ap.add_argument("--session", default=str(ROOT / "samples" / "interview"), help="session directory")
+    ap.add_argument("--chunk-ms", type=int, default=None, help="CHUNK_MS (default: the setting's default)")
     args = ap.parse_args()
     if not args.speed > 0:
         ap.error("--speed must be > 0")
@@ -227,7 +231,10 @@ def main() -> int:
 
     session = load_session(args.session)
     with TansuBroker() as broker:
-        settings = Settings.from_env({}, kafka_bootstrap_servers=broker.bootstrap, stt_engine="whisper")
+        chunk = {"chunk_ms": args.chunk_ms} if args.chunk_ms else {}
+        settings = Settings.from_env(
+            {}, kafka_bootstrap_servers=broker.bootstrap, stt_engine="whisper", **chunk
+        )
         ensure_topics(settings.kafka_servers, TOPICS, settings.kafka_partitions)
         consumer = Consumer(broker.bootstrap)
         consumer.start()
@@ -328,6 +335,11 @@ def main() -> int:
     print(summary("(d) speech start -> first interim caption sent", first_interim))
     print(f"# captions: {len(final_caption)} finals, {len(first_interim)} utterances with an interim "
           f"(WHISPER_PARTIAL_S={settings.whisper_partial_s:g})")  # fmt: skip
+    early = getattr(engine, "early_stats", None)
+    if early is not None:
+        context = settings.whisper_min_context_s
+        print(f"# early final decodes: {early['used']} became finals, {early['wasted']} were dropped or "
+              f"served as interims (speech resumed); WHISPER_MIN_CONTEXT_S={context:g}")  # fmt: skip
     missing = len(windows) - len(all_windows)
     if missing:
         print(f"# {missing} window(s) without an identifiable trigger were left out")
