@@ -13,7 +13,7 @@ right after each partition is built: that track's ``t0`` is known to within that
 under 1 ms), and the figures use it. The same figures from the ``t0`` taken before ``cli_main`` are
 printed too; they are overstated by the partitions' start-up offset (also printed), never understated.
 A chunk is handed to the flow when it would have been complete in a live room (its end), as a live
-source would, so up to one chunk (``CHUNK_MS`` of media, 100 ms by default) of every latency is the
+source would, so up to one chunk (``CHUNK_MS`` of media, 50 ms by default) of every latency is the
 chunking itself.
 
 (a) utterance end -> final transcript on Kafka: for each final transcript, its receive time minus

@@ -1,7 +1,7 @@
 """How many concurrent live participants one core holds with the local Whisper engine.
 
-N participant streams are fed in real time (a 200 ms chunk each every 200 ms, as a live room's agent
-receives them) into one ``WhisperEngine`` (per-utterance mode, ``cpu_threads=1``), with the whole
+N participant streams are fed in real time (a ``CHUNK_MS`` chunk each every ``CHUNK_MS``, as a live
+room's agent receives them) into one ``WhisperEngine`` (per-utterance mode, ``cpu_threads=1``), with the whole
 process pinned to one CPU, so VAD and Whisper share that core as they would on a worker with one core.
 Each stream plays a sample track rotated by its own offset, so utterances end at different times.
 Measured per N: latency from the end of speech (the moment the speech's last sample was fed) to its
@@ -32,7 +32,7 @@ from quantcoach.settings import Settings
 from stt.pcm import STT_SAMPLE_RATE, to_float32, to_int16
 from stt.whisper import WhisperEngine
 
-CHUNK = STT_SAMPLE_RATE // 5
+CHUNK = STT_SAMPLE_RATE * Settings.from_env({}).chunk_ms // 1000
 TICK_S = CHUNK / STT_SAMPLE_RATE
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "interview"
 

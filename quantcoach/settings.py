@@ -184,7 +184,7 @@ class Settings(BaseSettings):
     elevenlabs_language: str = _env("ELEVENLABS_LANGUAGE", "en", "language code; empty = detect")
 
     # --- Flow ----------------------------------------------------------------------------------------
-    chunk_ms: int = _env("CHUNK_MS", 100, "audio chunk size handed to the flow (ms)", ge=20, le=2000)
+    chunk_ms: int = _env("CHUNK_MS", 50, "audio chunk size handed to the flow (ms)", ge=20, le=2000)
     window_s: float = _env("WINDOW_S", 20.0, "evaluation window length (media s)", gt=0)
     overlap_s: float = _env(
         "OVERLAP_S", 10.0, "context carried into the next window (media s)", ge=0, allow_inf_nan=False

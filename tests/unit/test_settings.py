@@ -102,7 +102,7 @@ def test_plain_strings_work_for_every_field() -> None:
 def test_settings_built_in_code_read_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHUNK_MS", "400")
     monkeypatch.setenv("WINDOW_S", "  ")
-    assert Settings().chunk_ms == 100
+    assert Settings().chunk_ms == 50
     s = Settings.from_env(chunk_ms=250)
     assert s.chunk_ms == 250 and s.window_s == 20.0  # overrides win; blank values take the default
     assert Settings.from_env().chunk_ms == 400
