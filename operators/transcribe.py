@@ -74,6 +74,7 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
         self.current: _OpenStream | None = None
         self.draining: list[_OpenStream] = []  # ended streams still owing results
         self.seq = resume["seq"] if resume else 0
+        self._fresh = resume is None  # no saved state: the ids below may follow an earlier run's
         self.position = resume["position"] if resume else 0.0
         self.failed = False
         self.ended = False
@@ -91,6 +92,12 @@ class TranscribeLogic(StatefulLogic[Any, Any, dict[str, Any]]):
     def on_item(self, value: Any) -> tuple[list[Any], bool]:
         out: list[Any] = []
         if isinstance(value, ParticipantAnnounce):
+            if self._fresh:
+                # Utterance ids count from the track's start in media ms: a flow restarted without
+                # recovery (live media time carries on) then never reuses the ids it wrote before,
+                # whose count stays below the media ms they took (one final per >= 1 ms of speech).
+                self._fresh = False
+                self.seq = max(self.seq, round(value.participant.offset_s * 1000))
             self.participant = value.participant
             self.key = value.participant.key
             self.failed = self.ended = False
