@@ -9,8 +9,9 @@ the segment, as LiveKit Agents do for user transcripts.
 ``CaptionPublisher`` decides what to send (at most ``MAX_INTERIMS_PER_S`` interims per participant, by
 media time so that a replay gives the same captions as the room would have had; a final always goes)
 and hands each message to a transport: ``RoomTextStreams`` (the live room's local participant, on the
-SDK's loop, never waited for) or ``JsonlCaptions`` (``captions.jsonl`` for ``replay --captions``). A
-transport failure is logged and counted and never stops the flow.
+SDK's loop, never waited for; a room this process has not joined goes through a publish-only connection
+of its own, ``connectors.livekit.caption_rooms``) or ``JsonlCaptions`` (``captions.jsonl`` for ``replay
+--captions``). A transport failure is logged and counted and never stops the flow.
 """
 
 from __future__ import annotations
@@ -125,32 +126,61 @@ class JsonlCaptions:
             self._files.clear()
 
 
+async def stream_caption(room: Any, caption: Caption) -> None:
+    """One caption as one finished text stream from ``room``'s local participant (raises on failure)."""
+    writer = await room.local_participant.stream_text(
+        topic=caption.topic, attributes=caption.attributes, sender_identity=caption.sender_identity
+    )
+    await writer.write(caption.text)
+    await writer.aclose()
+
+
+class RemoteCaptions(Protocol):
+    """Rooms this process has not joined (``CaptionRooms``): shared by the transports of a process."""
+
+    def send(self, room: str, session_id: str, caption: Caption) -> None: ...
+    def acquire(self) -> None: ...
+    def release(self) -> None: ...
+
+
 class RoomTextStreams:
     """Sends captions into live rooms as text streams, each on its room's own asyncio loop.
 
     ``find(name)`` gives the joined room as ``(rtc.Room, loop)``, or None when this process is not in
-    it. Sending is scheduled on that loop and never waited for; failures are counted and logged there.
+    it; such a caption goes to ``remote`` (when given), else it fails. Sending is scheduled and never
+    waited for; failures are counted and logged where they happen.
     """
 
-    def __init__(self, find: Callable[[str], tuple[Any, asyncio.AbstractEventLoop] | None]) -> None:
+    def __init__(
+        self,
+        find: Callable[[str], tuple[Any, asyncio.AbstractEventLoop] | None],
+        remote: RemoteCaptions | None = None,
+    ) -> None:
         self._find = find
+        self._remote = remote
+        if remote is not None:
+            remote.acquire()  # the shared connections close when the last transport does
         self.failed = 0
         self.sent = 0
 
     def send(self, room: str, session_id: str, caption: Caption) -> None:
         found = self._find(room)
-        if found is None:
+        if found is not None:
+            target, loop = found
+            asyncio.run_coroutine_threadsafe(self._send(target, caption), loop)
+        elif self._remote is not None:
+            self._remote.send(room, session_id, caption)
+        else:
             raise LookupError(f"not in room {room!r}")
-        target, loop = found
-        asyncio.run_coroutine_threadsafe(self._send(target, caption), loop)
+
+    def close(self) -> None:
+        remote, self._remote = self._remote, None
+        if remote is not None:
+            remote.release()
 
     async def _send(self, room: Any, caption: Caption) -> None:
         try:
-            writer = await room.local_participant.stream_text(
-                topic=caption.topic, attributes=caption.attributes, sender_identity=caption.sender_identity
-            )
-            await writer.write(caption.text)
-            await writer.aclose()
+            await stream_caption(room, caption)
             self.sent += 1
         except Exception as exc:
             self.failed += 1

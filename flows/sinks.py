@@ -126,19 +126,29 @@ def replay_sinks(
     return sinks
 
 
-def add_room_captions(sinks: FlowSinks, settings: Settings) -> None:
-    """Live captions: every participant's transcripts as ``lk.transcription`` text streams in its room."""
+def add_room_captions(
+    sinks: FlowSinks, settings: Settings, *, room_factory: Any = None, lookup: Any = None
+) -> None:
+    """Live captions: every participant's transcripts as ``lk.transcription`` text streams in its room,
+    through the agent's connection where this process joined the room, else through a publish-only
+    connection of the process's own (``connectors.livekit.caption_rooms``; ``room_factory`` and
+    ``lookup`` replace its ``rtc.Room`` and RoomService look-up in tests)."""
     from connectors.caption_sink import CaptionSink
     from connectors.captions import CaptionPublisher, RoomTextStreams
+    from connectors.livekit.caption_rooms import CaptionRooms
     from connectors.livekit.registry import JOINED
 
     def find(name: str) -> tuple[Any, Any] | None:
         joined = JOINED.get(name)
         return (joined.room, joined.loop) if joined is not None else None
 
+    # One per process, shared by its workers' partitions; nothing starts before a caption needs it.
+    remote = CaptionRooms(settings, room_factory=room_factory, lookup=lookup)
     rate = settings.caption_interims_per_s
     sinks.captions.append(
-        CaptionSink(lambda: CaptionPublisher(RoomTextStreams(find), rate), track_sid_for=JOINED.track_sid)
+        CaptionSink(
+            lambda: CaptionPublisher(RoomTextStreams(find, remote), rate), track_sid_for=JOINED.track_sid
+        )
     )
 
 

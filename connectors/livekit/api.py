@@ -1,5 +1,5 @@
 """LiveKit server API: RoomService calls and webhook verification for web/, and the tokens (a
-participant's per role, the transcription agent's).
+participant's per role, the transcription agent's, a caption connection's).
 
 Everything goes through livekit-api. Its RoomService is asyncio/aiohttp while Flask handlers are
 synchronous, so calls run on one loop thread per process (``quantcoach.aio.LoopThread``) that owns a
@@ -129,6 +129,30 @@ def agent_token(settings: Settings, room: str) -> str:
         .with_kind("agent")
         .with_ttl(dt.timedelta(seconds=settings.token_ttl_s))
         .with_grants(grants_for("agent", room))
+        .to_jwt()
+    )
+
+
+def caption_token(settings: Settings, room: str, identity: str) -> str:
+    """A JWT for a publish-only caption connection (``connectors.livekit.caption_rooms``): a hidden agent
+    of its own ``identity`` (never ``AGENT_IDENTITY``, which would take the transcribing agent's place)
+    that may publish data, the captions, and neither media nor subscribe."""
+    grants = VideoGrants(
+        room_join=True,
+        room=room,
+        hidden=True,
+        agent=True,
+        can_subscribe=False,
+        can_publish=False,
+        can_publish_data=True,
+    )
+    return (
+        AccessToken(settings.livekit_api_key.reveal(), settings.livekit_api_secret.reveal())
+        .with_identity(identity)
+        .with_name("QuantCoach captions")
+        .with_kind("agent")
+        .with_ttl(dt.timedelta(seconds=settings.token_ttl_s))
+        .with_grants(grants)
         .to_jwt()
     )
 

@@ -2,9 +2,9 @@
 
 The supervisor of each worker adds a room once joined and removes it when it leaves; the caption sink,
 which runs on whichever worker Bytewax routes a transcript to, looks the room up here by name and
-schedules its text streams on that room's own loop. A room held by another process is not found (the
-caption is then counted as failed): captions reach their room when the flow runs as one process with
-``-w`` workers, the deployment DESIGN.md describes.
+schedules its text streams on that room's own loop. A room held by another process (the flow run as
+several Bytewax processes) is not found here: its captions go through a publish-only connection of
+this process instead (``connectors.livekit.caption_rooms``).
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ class FakePublication:
     def __init__(self, room: FakeRoom, participant: FakeParticipant, kind: int = AUDIO) -> None:
         self._room, self._participant = room, participant
         self.kind = kind
+        #: the SDK's ``TrackSource``: a microphone for audio, a camera for video (tests may change it)
+        self.source = rtc.TrackSource.SOURCE_MICROPHONE if kind == AUDIO else rtc.TrackSource.SOURCE_CAMERA
         self.track: FakeTrack | None = FakeTrack(kind)  # the SDK's track, handed out once subscribed
         self.sid = self.track.sid
         self.subscribed = False
