@@ -10,7 +10,7 @@ from quantcoach.aio import LoopThread, shared_loop
 from quantcoach.settings import Settings
 from stt.clock import SYSTEM_CLOCK, Clock
 from stt.elevenlabs.connection import Link
-from stt.elevenlabs.options import ElevenLabsOptions, session_url
+from stt.elevenlabs.options import ElevenLabsOptions, redacted_url, session_url
 from stt.elevenlabs.stream import ElevenLabsStream, StreamContext
 from stt.protocol import SttError
 
@@ -46,12 +46,13 @@ class ElevenLabsEngine:
         self.stats: Counter[str] = Counter()  # engine-wide totals, for logs and tests
 
     def __repr__(self) -> str:
-        return f"ElevenLabsEngine(url={self._url!r}, streams={len(self._streams)})"
+        return f"ElevenLabsEngine(url={self.url!r}, streams={len(self._streams)})"
 
     @property
     def url(self) -> str:
-        """The session URL (query parameters, never the key: that goes in a header)."""
-        return self._url
+        """The session URL (query parameters, never the key: that goes in a header), with any
+        credential an operator put in ``ELEVENLABS_BASE_URL`` (a single-use ``token``) masked."""
+        return redacted_url(self._url)
 
     def stream(self, key: str) -> ElevenLabsStream:
         s = ElevenLabsStream(self._ctx, key)

@@ -119,3 +119,15 @@ def session_url(settings: Settings, o: ElevenLabsOptions) -> str:
     query = [(k, v) for k, v in parse_qsl(parts.query) if k not in params and k != "keyterms"]
     query += [*params.items(), *(("keyterms", term) for term in keyterms)]
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, quote_via=quote), ""))
+
+
+#: query parameters that carry a credential (a single-use ``token`` in ``ELEVENLABS_BASE_URL``)
+SECRET_PARAMS = frozenset({"token", "xi-api-key", "api_key", "xi_api_key"})
+
+
+def redacted_url(url: str) -> str:
+    """``url`` for logs and reprs: credentials in its query or user info replaced by ``***``."""
+    parts = urlsplit(url)
+    query = [(k, "***" if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(parts.query)]
+    netloc = parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, quote_via=quote), ""))
