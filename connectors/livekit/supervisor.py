@@ -65,6 +65,8 @@ class _Session:
     leaving: bool = False
     leave_reason: str = "shutdown"
     over: bool = False  # the room itself finished (or removed us): a stale listing must not rejoin it
+    successor: str = ""  # the sid of a room created again under this name while we were away
+    joined: bool = False  # in the room at least once (a rejoin checks that it is still the same room)
 
 
 class RoomSupervisor:
@@ -226,8 +228,18 @@ class RoomSupervisor:
                     await handler.leave(s.leave_reason)
                     s.handler = s.room = None
                     return
-                if not s.sid:
-                    s.sid = await _room_sid(room)
+                sid = await _room_sid(room)
+                if s.joined and sid and sid != s.sid and not s.sid.startswith("lk-"):
+                    # The room was deleted and created again under its name while the agent was away:
+                    # that is another session. The old one is over (its tracks end as room_finished);
+                    # the new room is joined afresh, with its own sid, roster and media time.
+                    log.info("room %s was created again (%s after %s): a new session", s.name, sid, s.sid)
+                    handler.session_id, handler.started_at = s.sid, s.started_at
+                    await handler.leave("room_finished")
+                    s.handler = s.room = None
+                    s.over, s.successor = True, sid
+                    return
+                s.sid, s.joined = s.sid or sid, True
                 if not s.sid:  # no sid from the server: a session of this join, still unique
                     s.sid = fallback_session_id(s.name)
                 s.started_at = s.started_at or utc_now_iso()
@@ -270,6 +282,8 @@ class RoomSupervisor:
                 self._finished_sids.popitem(last=False)
         self._on_room_closed(s.name)
         log.info("left room %s", s.name)
+        if s.successor:
+            self.want(s.name, s.successor)
         self._check_done()
 
     async def _discover_rooms(self) -> None:
