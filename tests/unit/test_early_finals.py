@@ -119,8 +119,10 @@ def test_an_utterances_first_interim_comes_after_half_a_second_of_speech() -> No
     finals = [e for e in events if e.kind == "final"]
     assert len(first) >= len(finals) - 1
     pad = VadParams().speech_pad_s
-    for audio_s in first.values():  # the interim's audio: padding, then ~0.5 s of speech, one piece late
-        assert audio_s <= pad + FIRST_INTERIM_S + PIECE / RATE + 0.04
+    # the first interim's audio: padding, at most ~0.5 s of speech (one piece late), and, when it is an
+    # early final's decode (the speaker paused), the padding after the speech
+    for audio_s in first.values():
+        assert audio_s <= pad + FIRST_INTERIM_S + PIECE / RATE + pad + 0.04
 
 
 @pytest.fixture(scope="module")
