@@ -67,6 +67,7 @@ class _Session:
     over: bool = False  # the room itself finished (or removed us): a stale listing must not rejoin it
     successor: str = ""  # the sid of a room created again under this name while we were away
     joined: bool = False  # in the room at least once (a rejoin checks that it is still the same room)
+    rejoin: bool = False  # a new room of this name started while this session was being left
 
 
 class RoomSupervisor:
@@ -123,10 +124,17 @@ class RoomSupervisor:
         self._check_done()
 
     def want(self, name: str, sid: str = "") -> None:
-        """Be in room ``name`` (if it is this worker's), unless already there or it is a finished one."""
-        if self._stopping or not self.owns(name) or name in self._sessions:
+        """Be in room ``name`` (if it is this worker's), unless already there or it is a finished one.
+        A room of that name started while the previous session is still being left is joined once
+        that session is closed (the name is reused: another room)."""
+        if self._stopping or not self.owns(name):
             return
         if sid and sid in self._finished_sids:
+            return
+        current = self._sessions.get(name)
+        if current is not None:
+            if current.leaving and (not sid or sid != current.sid):
+                current.rejoin, current.successor = True, sid or current.successor
             return
         session = self._sessions[name] = _Session(name, sid)
         session.task = asyncio.get_running_loop().create_task(self._run_session(session), name=f"room {name}")
@@ -282,7 +290,7 @@ class RoomSupervisor:
                 self._finished_sids.popitem(last=False)
         self._on_room_closed(s.name)
         log.info("left room %s", s.name)
-        if s.successor:
+        if s.successor or s.rejoin:
             self.want(s.name, s.successor)
         self._check_done()
 

@@ -7,6 +7,7 @@ is joined as a new session, with its own sid, roster and media time.
 
 from __future__ import annotations
 
+import queue
 from typing import Any
 
 import pytest
@@ -70,3 +71,39 @@ def test_a_room_recreated_while_the_agent_was_away_ends_the_old_session(
     assert announce.roster == (announce.participant,)  # the old session's roster is not carried
     assert announce.participant.offset_s == 0.0  # its own media time
     assert new_seg[-1].reason == "shutdown"
+
+
+def test_a_room_started_while_its_name_is_still_being_left_is_joined_after() -> None:
+    """Control events only (no RoomService polling): room_finished and, at once, room_started for the
+    same name (a reused name). The old session is left first; then the new room is joined."""
+    made: list[str] = []
+
+    def make(name: str) -> FakeRoom:
+        made.append(name)
+        return FakeRoom(name, [(FakeParticipant("cand-1"), [AUDIO])], sid=f"RM_{len(made)}")
+
+    factory, control = RoomFactory(make), queue.Queue()
+    src = LiveKitSource(
+        make_settings(),
+        discover=False,
+        room_events=control,
+        room_factory=factory,
+        stream_factory=StreamFactory(),
+    )
+    part = src.build("in", 0, 1)
+    try:
+        control.put({"event": "room_started", "room": "mock-7"})
+        got = pump([part], lambda out: any(isinstance(e, ParticipantAnnounce) for e in out))
+        control.put({"event": "room_finished", "room": "mock-7", "sid": "RM_1"})
+        control.put({"event": "room_started", "room": "mock-7"})  # before the old session is left
+        pump([part], lambda out: sum(isinstance(e, ParticipantAnnounce) for e in out) == 2, got)
+        control.put({"event": "room_finished", "room": "mock-7", "sid": "RM_2"})
+        control.put(None)
+        pump([part], lambda _: False, got)
+    finally:
+        part.close()
+    assert made == ["mock-7", "mock-7"]
+    streams = check_stream_order(got)
+    assert set(streams) == {"mock-7/RM_1/cand-1", "mock-7/RM_2/cand-1"}
+    for key in streams:
+        assert streams[key][-1][-1].reason == "room_finished"
