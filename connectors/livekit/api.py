@@ -122,34 +122,23 @@ class TokenMinter:
 
 def agent_token(settings: Settings, room: str) -> str:
     """A JWT for the hidden transcription agent: join ``room``, subscribe only (the agent's grants)."""
-    return (
-        AccessToken(settings.livekit_api_key.reveal(), settings.livekit_api_secret.reveal())
-        .with_identity(settings.agent_identity)
-        .with_name("QuantCoach transcriber")
-        .with_kind("agent")
-        .with_ttl(dt.timedelta(seconds=settings.token_ttl_s))
-        .with_grants(grants_for("agent", room))
-        .to_jwt()
-    )
+    return _agent_jwt(settings, settings.agent_identity, "QuantCoach transcriber", grants_for("agent", room))
 
 
 def caption_token(settings: Settings, room: str, identity: str) -> str:
     """A JWT for a publish-only caption connection (``connectors.livekit.caption_rooms``): a hidden agent
     of its own ``identity`` (never ``AGENT_IDENTITY``, which would take the transcribing agent's place)
     that may publish data, the captions, and neither media nor subscribe."""
-    grants = VideoGrants(
-        room_join=True,
-        room=room,
-        hidden=True,
-        agent=True,
-        can_subscribe=False,
-        can_publish=False,
-        can_publish_data=True,
-    )
+    grants = grants_for("agent", room)
+    grants.can_subscribe = False
+    return _agent_jwt(settings, identity, "QuantCoach captions", grants)
+
+
+def _agent_jwt(settings: Settings, identity: str, name: str, grants: VideoGrants) -> str:
     return (
         AccessToken(settings.livekit_api_key.reveal(), settings.livekit_api_secret.reveal())
         .with_identity(identity)
-        .with_name("QuantCoach captions")
+        .with_name(name)
         .with_kind("agent")
         .with_ttl(dt.timedelta(seconds=settings.token_ttl_s))
         .with_grants(grants)
