@@ -6,15 +6,19 @@ chunks, polled between chunks, then drained. The batched pipeline gets the whole
 VAD, chunks of up to 30 s, batch_size 8). All decode greedily (beam 1, temperature 0). Each variant
 runs ``--repeats`` times, interleaved, and the median wall time is reported with WER against
 ``script.json``. With ``--vocab`` every variant also runs primed with ``stt.vocabulary.QUANT_TERMS``
-(faster-whisper ``hotwords``).
+(faster-whisper ``hotwords``). The anchor is stock faster-whisper (its own ``WhisperModel``), whatever
+model ``WhisperEngine`` builds. The CPU seconds other processes took during the run are printed: on a
+shared 2-core machine they move wall times by more than the differences measured.
 
 Usage: python bench/bench_replay_throughput.py [SESSION_DIR] [--repeats 3] [--threads N] [--vocab]
+       [--no-per-utterance] [--batch-windows N] [--window-s S]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -66,6 +70,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (default WHISPER_THREADS)")
     ap.add_argument("--vocab", action="store_true", help="also run every variant with QUANT_TERMS")
+    ap.add_argument("--no-per-utterance", action="store_true", help="skip the per-utterance variant (slow)")
+    ap.add_argument("--batch-windows", type=int, default=0, help="throughput batch_windows (engine default)")
+    ap.add_argument("--window-s", type=float, default=0.0, help="throughput window_s (engine default)")
     args = ap.parse_args()
     settings = Settings.from_env()
     threads = args.threads or settings.whisper_threads
@@ -78,17 +85,29 @@ def main() -> int:
     script_file = Path(args.session) / "script.json"
     script = json.loads(script_file.read_text()) if script_file.exists() else None
 
-    from faster_whisper import BatchedInferencePipeline
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     vocabs = {"": None, "+vocab": hotwords(QUANT_TERMS)} if args.vocab else {"": None}
     variants: dict[str, Callable[[str, np.ndarray], str]] = {}
     engines: list[WhisperEngine] = []
+    # the anchor stays stock: faster-whisper's own model and pipeline, whatever WhisperEngine builds
+    stock = WhisperModel(
+        str(settings.whisper_model_dir), device="cpu", compute_type="int8", cpu_threads=threads
+    )
     for suffix, hot in vocabs.items():
         per = WhisperEngine(settings.whisper_model_dir, cpu_threads=threads, hotwords=hot)
-        thr = WhisperEngine(settings.whisper_model_dir, cpu_threads=threads, hotwords=hot, mode="throughput")
-        pipe = BatchedInferencePipeline(per.model)
+        packing = {"batch_windows": args.batch_windows or None, "window_s": args.window_s or None}
+        thr = WhisperEngine(
+            settings.whisper_model_dir,
+            cpu_threads=threads,
+            hotwords=hot,
+            mode="throughput",
+            **{k: v for k, v in packing.items() if v is not None},
+        )
+        pipe = BatchedInferencePipeline(stock)
         engines += [per, thr]
-        variants[f"per-utterance{suffix}"] = lambda k, p, e=per: run_stream(e, k, p)
+        if not args.no_per_utterance:
+            variants[f"per-utterance{suffix}"] = lambda k, p, e=per: run_stream(e, k, p)
         variants[f"throughput{suffix}"] = lambda k, p, e=thr: run_stream(e, k, p)
         variants[f"batched{suffix}"] = lambda k, p, pipe=pipe, hot=hot: run_batched(pipe, p, hot)
     for run in variants.values():  # warm-up: first decodes pay one-off allocation
@@ -98,6 +117,7 @@ def main() -> int:
     cpus: dict[tuple[str, str], list[float]] = {}  # CPU seconds, all threads: less moved by other load
     heard: dict[tuple[str, str], str] = {}
     names = list(variants)
+    busy0, own0 = machine_cpu_s(), time.process_time()
     for rep in range(args.repeats):
         # rotate, so that no variant always runs first
         order = names[rep % len(names) :] + names[: rep % len(names)]
@@ -108,13 +128,15 @@ def main() -> int:
                 walls.setdefault((name, role), []).append(time.perf_counter() - t0)
                 cpus.setdefault((name, role), []).append(time.process_time() - c0)
                 heard[(name, role)] = text
+    others = max(machine_cpu_s() - busy0 - (time.process_time() - own0), 0.0)  # tick-rounded: about
     for e in engines:
         e.close()
 
     audio_s = sum(len(p) for _, p in tracks) / STT_SAMPLE_RATE
     print(
         f"# replay throughput: {args.session} ({len(tracks)} tracks, {audio_s:.1f} audio s), tiny.en int8, "
-        f"{threads} threads, median of {args.repeats}"
+        f"{threads} threads, median of {args.repeats}; throughput windows of <= {thr.window_s:g} s, "
+        f"{thr.batch_windows} a batch; other processes took {others:.0f} CPU s meanwhile"
     )
     print(f"{'variant':22} {'track':12} {'wall s':>7} {'cpu s':>7} {'WER':>6}  {'x batched':>9} {'cpu x':>6}")
     for name in names:
@@ -141,6 +163,16 @@ def main() -> int:
             f"{cpu_total / cpu_total_b:6.2f}"
         )
     return 0
+
+
+def machine_cpu_s() -> float:
+    """CPU seconds all processes have used (Linux ``/proc/stat``; 0 where there is none)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in fields[:8]]  # user .. steal (guest time is already in user)
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
 
 
 def word_errors(script: list[dict] | None, role: str, heard: str) -> tuple[int, int]:

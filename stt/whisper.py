@@ -7,11 +7,13 @@ never waits for a decode.
 
 Two modes:
 
-- ``"utterance"`` (live rooms, ``--speed realtime``): each utterance is decoded as it ends; with
-  ``interim_s`` set, the open utterance is also decoded every ``interim_s`` of new audio for partials.
+- ``"utterance"`` (live rooms, ``--speed realtime``): each utterance is decoded as it ends, its decode
+  started early, once its audio is fixed 0.2 s into the closing silence (``StreamingVad.pending_cut``);
+  with ``interim_s`` set, the open utterance is also decoded after 0.5 s of speech, then every
+  ``interim_s``, for partials.
 - ``"throughput"`` (replay at ``--speed max``): utterances, with ``window_pad_s`` of audio either side,
-  are packed into windows of up to ``window_s``, and ``batch_windows`` windows are decoded as one
-  batch (``stt.whisper_batch``).
+  are packed into windows of up to ``window_s`` (25 s: cheaper per audio second than 30 s), and
+  ``batch_windows`` windows are decoded as one batch (``stt.whisper_batch``).
 
 Either way a final's ``start``/``end`` are the VAD's speech bounds; the audio decoded keeps its padding.
 """
@@ -36,6 +38,9 @@ from stt.whisper_batch import ThroughputStream
 from stt.whisper_decode import WINDOW_S, Decoded, DecodeOptions, decode_utterance, decode_windows
 
 Mode = Literal["utterance", "throughput"]
+#: Throughput windows pack up to this much audio: the encoder's cost per audio second rises steeply
+#: past ~22 s (tiny.en: 0.125 s at 21 s, 0.20 s at 25 s, 0.28 s at 30 s), so 25 s beats the full 30 s.
+THROUGHPUT_WINDOW_S = 25.0
 #: an utterance's first interim comes after this much speech (later ones every ``interim_s``)
 FIRST_INTERIM_S = 0.5
 MODES: tuple[Mode, ...] = ("utterance", "throughput")
@@ -55,7 +60,7 @@ class WhisperEngine:
         hotwords: str | None = None,
         initial_prompt: str | None = None,
         interim_s: float | None = None,
-        window_s: float = WINDOW_S,
+        window_s: float = THROUGHPUT_WINDOW_S,
         window_pad_s: float = 0.4,
         batch_windows: int = 4,
         max_hold_s: float = 300.0,

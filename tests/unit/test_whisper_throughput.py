@@ -27,8 +27,8 @@ from stt.vad import StreamingVad, Utterance, VadParams
 from stt.vocabulary import QUANT_TERMS, hotwords, parse_terms
 from stt.whisper import WhisperEngine
 from stt.whisper_batch import ThroughputStream
-from stt.whisper_decode import Decoded, split_words
-from tests.support.speech import SAMPLE, WER_LIMIT, normalise, script
+from stt.whisper_decode import Decoded, DecodeOptions, decode_windows, split_words
+from tests.support.speech import SAMPLE, WER_LIMIT, normalise, script, wer
 
 CHUNK = RATE // 5
 ROLES = ("interviewer", "candidate")
@@ -61,6 +61,19 @@ def test_words_go_to_the_utterance_that_holds_their_midpoint() -> None:
         ("Bye", 0.7),
     ]
     assert split_words([], [RATE]) == [("", None)]
+
+
+def test_a_word_on_a_boundary_goes_to_the_later_utterance_and_an_empty_one_gets_no_text() -> None:
+    lengths = [RATE, RATE, RATE]  # [0, 1), [1, 2), [2, 3) s
+    words = [(-0.3, 0.1, " Early", 0.5), (0.8, 1.2, " edge", 0.6), (2.1, 2.5, " last.", 1.0)]
+    assert split_words(words, lengths) == [("Early", 0.5), ("edge", 0.6), ("last.", 1.0)]
+    # nothing said in the middle utterance: it gets no text (and so no final), the others keep theirs
+    assert split_words([(0.1, 0.4, " One", 0.9), (2.2, 2.4, " two", 0.9)], lengths) == [
+        ("One", 0.9),
+        ("", None),
+        ("two", 0.9),
+    ]
+    assert split_words([(0.1, 0.4, " sure", 0.0)], [RATE]) == [("sure", 0.0)]  # a 0 probability is no crash
 
 
 # -- packing and settled, with a stand-in decode ----------------------------------------------------------
@@ -117,6 +130,21 @@ def test_windows_pack_consecutive_utterances_up_to_30_s() -> None:
     for w, nxt in pairwise(windows.windows):
         assert sum(len(u.audio) for u in w) + len(nxt[0].audio) > 30 * RATE
     assert len(windows.windows) == math.ceil(sum(sizes) / (30 * RATE))
+
+
+def test_the_windows_do_not_depend_on_how_the_audio_is_pushed() -> None:
+    pcm = long_track()
+    seen = []
+    for push_s, vad_chunk_s in ((0.2, 1.0), (0.2, 0.2), (3.1, 1.0), (0.02, 2.5)):
+        windows = Windows()
+        s = stream(windows, batch_windows=2, vad_chunk_s=vad_chunk_s)
+        step = round(push_s * RATE)
+        for i in range(0, len(pcm), step):
+            s.push_audio(pcm[i : i + step])
+        s.end_input()
+        seen.append([[(u.start, u.end, u.speech_start, u.speech_end) for u in w] for w in windows.windows])
+        assert [len(b) for b in windows.batches[:-1]] == [2] * (len(windows.batches) - 1)
+    assert all(w == seen[0] for w in seen[1:])
 
 
 def test_full_windows_go_to_the_engine_in_batches() -> None:
@@ -238,6 +266,77 @@ def test_throughput_gives_the_same_finals_at_the_same_times_as_per_utterance(eng
             assert err / n < WER_LIMIT, (mode, role, [e.text for e in heard])
     wer = {mode: err / n for mode, (err, n) in totals.items()}
     assert wer["throughput"] <= wer["utterance"] + 0.05, wer
+
+
+@cache
+def windows_of(role: str, engine: WhisperEngine) -> tuple[tuple[Utterance, ...], ...]:
+    """The track's utterances as the engine's throughput stream packs them."""
+    windows = Windows()
+    s = ThroughputStream(
+        "room/p", engine.window_vad, windows, window_s=engine.window_s, max_hold_s=300.0, max_hold_wall_s=None
+    )
+    pcm = track(role)
+    for i in range(0, len(pcm), CHUNK):
+        s.push_audio(pcm[i : i + CHUNK])
+    s.end_input()
+    return tuple(tuple(w) for w in windows.windows)
+
+
+def test_a_window_split_back_keeps_every_word_once(engines: Any) -> None:
+    """The split only assigns a window's words to utterances: joined again, they are the window's text,
+    decoded the same way (same engine, same audio) as a single utterance that needs no split."""
+    _, thr = engines
+    for role in ROLES:
+        windows = windows_of(role, thr)
+        assert any(len(w) > 1 for w in windows)
+        audio = [[u.audio for u in w] for w in windows]
+        parts = decode_windows(thr._batched, audio, DecodeOptions())
+        whole = decode_windows(thr._batched, [[np.concatenate(a)] for a in audio], DecodeOptions())
+        assert len(parts) == sum(map(len, windows)) and len(whole) == len(windows)
+        assert normalise(" ".join(d.text for d in parts)) == normalise(" ".join(d.text for d in whole))
+        for d in parts:
+            assert d.text and d.language == "en"
+            assert d.confidence is not None and 0.0 < d.confidence <= 1.0
+
+
+def test_each_split_utterance_gets_what_was_said_in_it(engines: Any) -> None:
+    """Each utterance cut out of a window reads most like its own turn of the script, not a neighbour's:
+    words went to the utterance they were said in."""
+    _, thr = engines
+    for role in ROLES:
+        turns = [t["text"] for t in script() if t["role"] == role]
+        windows = windows_of(role, thr)
+        utts = [u for w in windows for u in w]
+        assert len(utts) == len(turns)
+        decoded = decode_windows(thr._batched, [[u.audio for u in w] for w in windows], DecodeOptions())
+        for i, d in enumerate(decoded):
+            own = wer(turns[i], d.text)
+            assert own < WER_LIMIT + 0.2, (role, turns[i], d.text)
+            for j in (i - 1, i + 1):
+                if 0 <= j < len(turns):
+                    assert own < wer(turns[j], d.text), (role, i, d.text)
+
+
+def test_words_are_aligned_only_for_windows_of_several_utterances(engines: Any) -> None:
+    """Alignment (~10 % of a decode) buys nothing for a window of one utterance: it takes its text whole."""
+    _, thr = engines
+    asked: list[bool] = []
+    inner = thr._batched.transcribe
+
+    def spy(audio: np.ndarray, **kw: Any) -> Any:
+        asked.append(kw["word_timestamps"])
+        return inner(audio, **kw)
+
+    windows = windows_of("candidate", thr)
+    thr._batched.transcribe = spy
+    try:
+        (alone,) = decode_windows(thr._batched, [[windows[0][0].audio]], DecodeOptions())
+        several = decode_windows(thr._batched, [[u.audio for u in windows[0]]], DecodeOptions())
+    finally:
+        del thr._batched.transcribe
+    assert asked == [False, True]
+    assert alone.text and alone.confidence is not None and 0.0 < alone.confidence <= 1.0
+    assert len(several) == len(windows[0])
 
 
 def test_hotwords_reach_faster_whisper_in_both_modes() -> None:
