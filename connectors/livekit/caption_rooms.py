@@ -231,6 +231,7 @@ class CaptionRooms:
 
     async def _connect(self, link: _Link) -> bool:
         room: Any = None
+        token = ""
         try:
             if self._lookup is None:
                 self._lookup = self._given_lookup or RoomServiceLookup(self._settings)
@@ -255,7 +256,8 @@ class CaptionRooms:
             self.connect_failures += 1
             delay = self._backoff.delay(link.failures)
             link.retry_at = self._clock() + delay
-            reason = str(exc) or type(exc).__name__  # SDK/HTTP errors carry no token or secret
+            # the SDK puts the token in its signalling URL: never let an error message carry it
+            reason = (str(exc) or type(exc).__name__).replace(token or "\0", "<token>")
             log.warning(
                 "caption connection to room %s failed (%s; %d so far); %d waiting caption(s) dropped, "
                 "next try in %.1f s at the earliest",

@@ -210,6 +210,7 @@ class RoomSupervisor:
                 lost = asyncio.Event()
                 handler.on_disconnected = lambda _reason, lost=lost: lost.set()
                 handler.attach(room)
+                token = ""
                 try:
                     token = agent_token(self._settings, s.name)
                     options = rtc.RoomOptions(auto_subscribe=False)  # audio only: we subscribe ourselves
@@ -220,11 +221,13 @@ class RoomSupervisor:
                     raise
                 except Exception as exc:
                     attempt += 1
+                    # the SDK puts the token in its signalling URL: never let an error message carry it
+                    why = (str(exc) or type(exc).__name__).replace(token or "\0", "<token>")
                     if attempt >= MAX_JOIN_ATTEMPTS:
-                        log.error("giving up on room %s after %d failed joins (%s)", s.name, attempt, exc)
+                        log.error("giving up on room %s after %d failed joins (%s)", s.name, attempt, why)
                         return
                     delay = JOIN_BACKOFF.delay(attempt)
-                    log.warning("joining room %s failed (%s); retry in %.1f s", s.name, exc, delay)
+                    log.warning("joining room %s failed (%s); retry in %.1f s", s.name, why, delay)
                     await asyncio.sleep(delay)
                     continue
                 attempt = 0

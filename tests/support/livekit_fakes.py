@@ -186,7 +186,8 @@ class FakeRoom(rtc.EventEmitter):
         self.options = options
         if self._fail_connects:
             self._fail_connects -= 1
-            raise rtc.ConnectError("engine: signal failure")
+            # the real SDK's errors may quote its signalling URL, which carries the token
+            raise rtc.ConnectError(f"engine: signal failure ({url}/rtc?access_token={token})")
         if self._hang_connect:  # a server that never answers
             await asyncio.get_running_loop().create_future()
         for participant, kinds in self._present:  # reported in remote_participants, no events

@@ -792,18 +792,22 @@ def test_the_agent_rejoining_a_lost_room_stays_in_the_same_session(monkeypatch: 
     assert len({seg[0].participant.started_at for seg in segs}) == 1
 
 
-def test_join_retries_with_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_join_retries_with_backoff(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr("connectors.livekit.supervisor.JOIN_BACKOFF", Backoff(rng=lambda _lo, _hi: 0.0))
     factory = RoomFactory(lambda name: FakeRoom(name, fail_connects=1 if not factory.rooms else 0))
     src = LiveKitSource(make_settings(), rooms=["mock-1"], discover=False, room_factory=factory)
     part = src.build("in", 0, 1)
     try:
-        pump([part], lambda _: part.supervisor.rooms == ["mock-1"] and len(factory.rooms) == 2)
+        with caplog.at_level(logging.WARNING):
+            pump([part], lambda _: part.supervisor.rooms == ["mock-1"] and len(factory.rooms) == 2)
         pump([part], lambda _: factory.rooms[1].connected)
         assert factory.rooms[1].connected
     finally:
         part.close()
     assert factory.rooms[1].disconnect_calls == 1  # left cleanly on close()
+    # the SDK's error quoted the token in its URL: the log says why, never the token
+    assert "joining room mock-1 failed" in caplog.text and "<token>" in caplog.text
+    assert factory.rooms[0].tokens[0] not in caplog.text
 
 
 def test_room_event_feeds_shared_and_per_worker() -> None:

@@ -4,6 +4,7 @@ connect/stream_text protocol), behind the production transport and sink."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -163,7 +164,10 @@ def test_captions_sent_while_connecting_wait_and_go_out_in_order(pools: list[Cap
     assert len(factory.rooms) == 1 and pool.connects == 1 and pool.failed == 0
 
 
-def test_a_failed_connect_is_counted_and_retried_after_its_backoff(pools: list[CaptionRooms]) -> None:
+def test_a_failed_connect_is_counted_and_retried_after_its_backoff(
+    pools: list[CaptionRooms], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
     room = candidate_room(ROOM)
     room._fail_connects = 1  # the first connect fails, like FakeRoom(fail_connects=1)
     clock = Clock()
@@ -172,6 +176,8 @@ def test_a_failed_connect_is_counted_and_retried_after_its_backoff(pools: list[C
     pub.publish(transcript("One.", 2.0, final=True, n=0))
     wait_until(lambda: pool.failed == 1, "the failed caption")
     assert (pool.connect_failures, pool.sent, len(room.tokens)) == (1, 0, 1)
+    # the SDK's error quoted the token in its URL: the log says why, never the token
+    assert "<token>" in caplog.text and room.tokens[0] not in caplog.text
     clock.t += 0.5  # within the 1 s backoff: dropped at once, no new connect
     pub.publish(transcript("Two.", 3.0, final=True, n=1))
     wait_until(lambda: pool.failed == 2, "the caption within the backoff")
