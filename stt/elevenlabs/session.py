@@ -182,7 +182,9 @@ class Session:
         for message in m.commit_messages(padding, self._o.chunk_samples):
             await ws.send(message)
         self.commits.sent(plan.pos)
-        self.last_send = self.last_commit = now
+        self.last_send = now
+        # the gap runs from when the commit actually left: ``now`` may be stale by the sends' awaits
+        self.last_commit = max(now, self._clock.monotonic())
         if padding:
             self._count("commit_padding_samples", padding)
         return True

@@ -167,9 +167,9 @@ def test_an_idle_commit_waits_for_enough_audio(server: ScribeTestServer) -> None
 
 def test_manual_commits_are_not_sent_in_a_short_sequence(server: ScribeTestServer) -> None:
     # replayed faster than real time, a 44 s monologue is cut twice within milliseconds, then ended
-    server.min_commit_interval_s = 0.15
+    server.min_commit_interval_s = 0.1  # margin for a loaded machine: commits leave late, not early
     words, audio = monologue(110)
-    run = transcribe(server, audio, min_commit_gap_s=0.2)
+    run = transcribe(server, audio, min_commit_gap_s=0.3)
     assert_bounded(run, words, 20.0)
     (rec,) = server.records()
     assert rec.throttled == 0 and run.stream.stats["utterance_cuts"] == 2
