@@ -112,7 +112,7 @@ class StreamingVad:
         """The utterance still open, as heard so far (audio up to the samples received), or None."""
         if self._speech_start is None:
             return None
-        start = max(self._prev_end, self._speech_start - self._pad, self._kept.start)
+        start = self._open_start()
         end = self.position
         speech_start = max(self._speech_start, start)
         speech_end = min(max(self._last_voiced_end, speech_start), end)
@@ -123,15 +123,23 @@ class StreamingVad:
         exactly once that silence has passed ``speech_pad_s`` (the cut keeps that much after the last
         voice), so a recogniser may start on it early. None while speech runs, or if it would be
         dropped as too short."""
+        span = self.pending_cut_span()
+        if span is None:
+            return None
+        start, end = span
+        assert self._speech_start is not None
+        speech_start = max(self._speech_start, start)
+        speech_end = max(self._last_voiced_end, speech_start)
+        return Utterance(start, end, self._kept.read(start, end).copy(), speech_start, speech_end)
+
+    def pending_cut_span(self) -> tuple[int, int] | None:
+        """``pending_cut``'s (start, end) without copying its audio: what a caller compares per chunk."""
         if self._speech_start is None or self._silence == 0:
             return None
         end = self._last_voiced_end + self._pad
         if self.position < end or self._last_voiced_end - self._speech_start < self._min_speech:
             return None
-        start = max(self._prev_end, self._speech_start - self._pad, self._kept.start)
-        speech_start = max(self._speech_start, start)
-        speech_end = max(self._last_voiced_end, speech_start)
-        return Utterance(start, end, self._kept.read(start, end).copy(), speech_start, speech_end)
+        return self._open_start(), end
 
     def finish(self) -> list[Utterance]:
         """End of stream: decide the remainder (zero-padded) and close an open utterance."""
@@ -176,7 +184,7 @@ class StreamingVad:
 
     def _cut(self, end: int, keep_open: bool = False) -> Utterance | None:
         assert self._speech_start is not None
-        start = max(self._prev_end, self._speech_start - self._pad, self._kept.start)
+        start = self._open_start()
         end = min(end, self.position)
         voiced = self._last_voiced_end - self._speech_start
         speech_start = max(self._speech_start, start)
@@ -189,6 +197,12 @@ class StreamingVad:
         self._prev_end = end
         audio = self._kept.read(start, end).copy()
         return Utterance(start, end, audio, speech_start, speech_end)
+
+    def _open_start(self) -> int:
+        """Where the open utterance's audio starts: its padding, clipped at the last cut and at the
+        audio kept."""
+        assert self._speech_start is not None
+        return max(self._prev_end, self._speech_start - self._pad, self._kept.start)
 
     def _trim(self) -> None:
         keep_from = (

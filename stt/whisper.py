@@ -237,13 +237,16 @@ class WhisperStream:
     def _maybe_early(self) -> None:
         """Start the final's decode once its audio is fixed (``StreamingVad.pending_cut``), so that it
         is ready when the silence closes the utterance; drop it if speech resumes first."""
-        cut = self._vad.pending_cut()
+        if not self.engine.early_finals:
+            return
+        span = self._vad.pending_cut_span()  # per chunk: compared before any audio is copied
         if self._early is not None:
-            if cut is not None and (cut.start, cut.end) == (self._early[0].start, self._early[0].end):
+            if span == (self._early[0].start, self._early[0].end):
                 return
             early, self._early = self._early, None
             self._discard_early(early)
-        if cut is not None and self.engine.early_finals:
+        cut = self._vad.pending_cut() if span is not None else None
+        if cut is not None:
             self._drop_partial()
             self._early = (cut, self.engine.submit(cut.audio))
 
@@ -251,12 +254,8 @@ class WhisperStream:
         """Speech resumed: the early decode is no final. Unstarted, it is cancelled; started, it
         serves as the open utterance's interim text, if none is waiting."""
         self.engine.early_stats["wasted"] += 1
-        if early[1].cancel():
-            return
-        if self._interim and self._partial is None:
+        if not early[1].cancel() and self._interim and self._partial is None:
             self._partial = early
-        elif self._partial is not early:
-            early[1].cancel()
 
     def _drop_early(self) -> None:
         if self._early is not None:

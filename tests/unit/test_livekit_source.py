@@ -598,6 +598,29 @@ def pump(
     raise AssertionError("the source did not get there in time")
 
 
+def run_room(
+    factory: RoomFactory, until: Callable[[list[Any]], bool], clock: Clock | None = None
+) -> list[Any]:
+    """One worker's source in room ``mock-1`` (no discovery) until ``until``, then stopped and drained:
+    every event it emitted."""
+    kw: dict[str, Any] = {"clock": clock} if clock is not None else {}
+    src = LiveKitSource(
+        make_settings(),
+        rooms=["mock-1"],
+        discover=False,
+        room_factory=factory,
+        stream_factory=StreamFactory(),
+        **kw,
+    )
+    part = src.build("in", 0, 1)
+    try:
+        got = pump([part], until)
+        src.stop()
+        return pump([part], lambda _: False, got)
+    finally:
+        part.close()
+
+
 def test_workers_join_only_their_rooms_by_adler32() -> None:
     rooms = [f"mock-{i}" for i in range(12)]
     factory = RoomFactory()
@@ -767,21 +790,7 @@ def test_the_agent_rejoining_a_lost_room_stays_in_the_same_session(monkeypatch: 
             name, [(FakeParticipant("cand-1"), [AUDIO])], drop if not factory.rooms else None
         )
     )
-    src = LiveKitSource(
-        make_settings(),
-        rooms=["mock-1"],
-        discover=False,
-        room_factory=factory,
-        stream_factory=StreamFactory(),
-        clock=clock,
-    )
-    part = src.build("in", 0, 1)
-    try:
-        got = pump([part], lambda out: sum(isinstance(e, ParticipantAnnounce) for e in out) == 2)
-        src.stop()
-        pump([part], lambda _: False, got)
-    finally:
-        part.close()
+    got = run_room(factory, lambda out: sum(isinstance(e, ParticipantAnnounce) for e in out) == 2, clock)
     assert len(factory.rooms) == 2
     (segs,) = check_stream_order(got).values()  # one stream: the same session key across the rejoin
     assert [(seg[0].participant.offset_s, seg[-1].reason) for seg in segs] == [

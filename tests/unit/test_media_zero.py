@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from connectors.livekit.source import LiveKitSource
 from connectors.livekit.supervisor import MAX_ROOM_AGE_S, _media_zero
 from quantcoach.records import ParticipantAnnounce
 from tests.support.livekit_fakes import (
@@ -22,10 +21,8 @@ from tests.support.livekit_fakes import (
     FakeParticipant,
     FakeRoom,
     RoomFactory,
-    StreamFactory,
-    make_settings,
 )
-from tests.unit.test_livekit_source import pump
+from tests.unit.test_livekit_source import run_room
 
 WALL = 1_800_000_000.0
 
@@ -64,21 +61,7 @@ class CreatedRoom(FakeRoom):
 
 def first_announce(created: datetime, clock: Clock) -> Any:
     factory = RoomFactory(lambda name: CreatedRoom(name, created))
-    src = LiveKitSource(
-        make_settings(),
-        rooms=["mock-1"],
-        discover=False,
-        room_factory=factory,
-        stream_factory=StreamFactory(),
-        clock=clock,
-    )
-    part = src.build("in", 0, 1)
-    try:
-        got = pump([part], lambda out: any(isinstance(e, ParticipantAnnounce) for e in out))
-        src.stop()
-        pump([part], lambda _: False, got)
-    finally:
-        part.close()
+    got = run_room(factory, lambda out: any(isinstance(e, ParticipantAnnounce) for e in out), clock)
     return next(e.participant for e in got if isinstance(e, ParticipantAnnounce))
 
 

@@ -25,7 +25,7 @@ from tests.support.livekit_fakes import (
     StreamFactory,
     make_settings,
 )
-from tests.unit.test_livekit_source import check_stream_order, pump
+from tests.unit.test_livekit_source import check_stream_order, pump, run_room
 
 
 def test_a_room_recreated_while_the_agent_was_away_ends_the_old_session(
@@ -45,21 +45,7 @@ def test_a_room_recreated_while_the_agent_was_away_ends_the_old_session(
         return FakeRoom(name, [(who, [AUDIO])], drop if first else None, sid="RM_old" if first else "RM_new")
 
     factory = RoomFactory(make)
-    src = LiveKitSource(
-        make_settings(),
-        rooms=["mock-1"],
-        discover=False,
-        room_factory=factory,
-        stream_factory=StreamFactory(),
-        clock=clock,
-    )
-    part = src.build("in", 0, 1)
-    try:
-        got = pump([part], lambda out: sum(isinstance(e, ParticipantAnnounce) for e in out) == 2)
-        src.stop()
-        pump([part], lambda _: False, got)
-    finally:
-        part.close()
+    got = run_room(factory, lambda out: sum(isinstance(e, ParticipantAnnounce) for e in out) == 2, clock)
     # the second connection was only used to learn the room is another one: a third joins it afresh
     assert len(factory.rooms) == 3 and factory.rooms[1].disconnect_calls >= 1
     streams = check_stream_order(got)
