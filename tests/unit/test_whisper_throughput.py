@@ -309,9 +309,10 @@ def test_each_split_utterance_gets_what_was_said_in_it(engines: Any) -> None:
         utts = [u for w in windows for u in w]
         assert len(utts) == len(turns)
         decoded = decode_windows(thr._batched, [[u.audio for u in w] for w in windows], DecodeOptions())
+        # the bound on the whole track: one short utterance's WER moves with other CPUs' int8 kernels
+        assert wer(" ".join(turns), " ".join(d.text for d in decoded)) <= WER_LIMIT, role
         for i, d in enumerate(decoded):
             own = wer(turns[i], d.text)
-            assert own < WER_LIMIT + 0.2, (role, turns[i], d.text)
             for j in (i - 1, i + 1):
                 if 0 <= j < len(turns):
                     assert own < wer(turns[j], d.text), (role, i, d.text)
